@@ -1,0 +1,69 @@
+"""First-answer-wins records for writes a caller may repeat.
+
+An LLM that times out and retries a tool, or a client whose connection dropped, sends the same
+write again. With an idempotency key the second request gets the first answer back and writes
+nothing new. Records are written inside the same transaction as the write they describe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import asyncpg
+
+from services.errors import Conflict, InvalidInput
+
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def check_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise InvalidInput(
+            "The idempotency key must be 1 to 128 letters, digits, dots, dashes, colons or "
+            "underscores.",
+            field="idempotency_key",
+        )
+    return key
+
+
+def request_hash(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+async def replay(
+    conn: asyncpg.Connection | asyncpg.Pool, *, scope: str, key: str, payload: Any
+) -> dict[str, Any] | None:
+    """The stored answer for (scope, key), or None. A key reused for another request is refused."""
+    row = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+    )
+    if row is None:
+        return None
+    if row["request_hash"] != request_hash(payload):
+        raise Conflict(
+            "That idempotency key was already used for a different request; use a new key.",
+            idempotency_key=key,
+        )
+    response: dict[str, Any] = row["response"]
+    return response
+
+
+async def remember(
+    conn: asyncpg.Connection, *, scope: str, key: str, payload: Any, response: dict[str, Any]
+) -> None:
+    """Record the answer; call inside the write's transaction. A concurrent twin fails here."""
+    await conn.execute(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, response) VALUES ($1, $2, $3, $4)",
+        scope,
+        key,
+        request_hash(payload),
+        response,
+    )

@@ -1,0 +1,18 @@
+-- Finish a confirm once PostgreSQL holds the booking row: pending cells become booked until the
+-- booking ends, and the hold is gone.
+-- KEYS[1]   the hold hash
+-- KEYS[2..] the cell keys
+-- ARGV[1]   pending marker ('P:<booking_id>')
+-- ARGV[2]   booked marker ('B:<booking_id>')
+-- ARGV[3]   unix time in milliseconds when the booking ends
+-- Returns the number of cells marked booked.
+local n = 0
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v == ARGV[1] or not v then
+    redis.call('SET', KEYS[i], ARGV[2], 'PXAT', ARGV[3])
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return n

@@ -1,0 +1,642 @@
+"""The one reservation primitive: a resource held over a time range.
+
+An appointment (a bay or clinician over 30-minute cells) and a rental (a unit over days) are
+the same thing here. Two stores, two jobs:
+
+* Redis is the fast path. A Lua script reserves every grid cell of a request or none, with a TTL
+  and a holder token. Confirm and release check the token. All keys of one resource share the
+  hash tag ``{r:<resource_id>}``, so every script touches a single Redis Cluster slot.
+* PostgreSQL is the truth. A confirmed booking is a row in ``bookings`` whose range is protected
+  by an exclusion constraint, so if Redis loses every hold a double booking is still refused.
+
+A confirm therefore runs: read the hold, *claim* its cells (pending, short TTL), insert the row,
+then *finalize* the cells as booked until the booking ends. A failure between steps either
+releases the cells (conflict) or restores the hold (database unreachable), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import redis.asyncio as aioredis
+from asyncpg.types import Range
+from redis.exceptions import RedisError
+
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    HoldExpired,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+from services.kv import LuaScript
+
+log = logging.getLogger(__name__)
+
+RESOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_HOLD_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.([0-9a-f]{24})$")
+DAY = 86_400
+# Letters and digits a person can read out and hear back without confusion (no 0/O, 1/I, 5/S...).
+REFERENCE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
+REFERENCE_LENGTH = 6
+MAX_CELLS = 400  # a 30-minute grid over a week, or a rental of a year and a month
+
+_reserve = LuaScript("reserve")
+_claim = LuaScript("claim")
+_finalize = LuaScript("finalize")
+_unclaim = LuaScript("unclaim")
+_release = LuaScript("release")
+
+# What PostgreSQL raises when it cannot be reached or stops answering.
+PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    resource_id: str
+    start: datetime
+    end: datetime
+    expires_at: datetime
+    kind: str
+    call_id: str | None
+    # Anything the owning service stored with the hold (unit requirements, negotiated rate...).
+    fields: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    booking_id: uuid.UUID
+    reference: str
+    resource_id: str
+    start: datetime
+    end: datetime
+    kind: str
+    status: str
+    call_id: str | None
+    hold_id: str | None
+    created_at: datetime
+    replayed: bool = False
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, *, replayed: bool = False) -> Booking:
+        return cls(
+            booking_id=row["booking_id"],
+            reference=row["reference"],
+            resource_id=row["resource_id"],
+            start=row["during"].lower,
+            end=row["during"].upper,
+            kind=row["kind"],
+            status=row["status"],
+            call_id=row["call_id"],
+            hold_id=row["hold_id"],
+            created_at=row["created_at"],
+            replayed=replayed,
+        )
+
+
+# Called inside the booking's transaction so a service can write its detail rows atomically.
+WriteDetails = Callable[[asyncpg.Connection, Booking, Hold], Awaitable[None]]
+
+_BOOKING_COLUMNS = (
+    "booking_id, reference, resource_id, during, kind, status, call_id, hold_id, created_at"
+)
+
+
+def new_reference() -> str:
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _from_ms(ms: int | str) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+class ReservationStore:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        tz: ZoneInfo,
+        prefix: str = "cm",
+        hold_ttl_seconds: int = 300,
+        pending_ttl_seconds: int = 30,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.tz = tz
+        self.prefix = prefix
+        self.hold_ttl_seconds = hold_ttl_seconds
+        self.pending_ttl_seconds = pending_ttl_seconds
+
+    # -- grid and keys ------------------------------------------------------------------------
+
+    def cells(self, start: datetime, end: datetime, cell_seconds: int) -> list[int]:
+        """The grid cells covering [start, end).
+
+        Day cells are local calendar days in the business time zone; shorter cells count from
+        the Unix epoch. A range that does not fall on cell boundaries is refused.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InvalidInput("Times must include a time zone offset.", field="start")
+        if end <= start:
+            raise InvalidInput("The end must be after the start.", field="end")
+        if cell_seconds == DAY:
+            s, e = start.astimezone(self.tz), end.astimezone(self.tz)
+            if s.timetz().replace(tzinfo=None) != datetime.min.time() or e.time() != e.min.time():
+                raise InvalidInput("Rentals start and end at midnight, by the day.", field="start")
+            cells = list(range(s.date().toordinal(), e.date().toordinal()))
+        else:
+            s_ts, e_ts = int(start.timestamp()), int(end.timestamp())
+            if s_ts % cell_seconds or e_ts % cell_seconds or start.microsecond or end.microsecond:
+                minutes = cell_seconds // 60
+                raise InvalidInput(
+                    f"Times must fall on the {minutes}-minute grid, like 9:00 or 9:30.",
+                    field="start",
+                )
+            cells = list(range(s_ts // cell_seconds, e_ts // cell_seconds))
+        if len(cells) > MAX_CELLS:
+            raise InvalidInput("That range is too long to hold in one request.", field="end")
+        return cells
+
+    def _tag(self, resource_id: str) -> str:
+        return f"{self.prefix}:{{r:{resource_id}}}"
+
+    def hold_key(self, hold_id: str) -> str:
+        resource_id, token = self.parse_hold_id(hold_id)
+        return f"{self._tag(resource_id)}:h:{token}"
+
+    def _cell_keys(self, resource_id: str, cells: list[int]) -> list[str]:
+        tag = self._tag(resource_id)
+        return [f"{tag}:c:{c}" for c in cells]
+
+    @staticmethod
+    def parse_hold_id(hold_id: str) -> tuple[str, str]:
+        m = _HOLD_ID.match(hold_id or "")
+        if not m:
+            raise NotFound("There is no hold with that id.", hold_id=str(hold_id)[:100])
+        return m.group(1), m.group(2)
+
+    # -- holds --------------------------------------------------------------------------------
+
+    async def reserve_cells(
+        self,
+        *,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        cell_seconds: int,
+        kind: str,
+        call_id: str | None = None,
+        fields: dict[str, str] | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Hold:
+        """Hold every cell of [start, end) on the resource, or raise :class:`Unavailable`."""
+        if not RESOURCE_ID.match(resource_id):
+            raise InvalidInput("That resource id is not valid.", field="resource_id")
+        cells = self.cells(start, end, cell_seconds)
+        ttl_ms = (ttl_seconds or self.hold_ttl_seconds) * 1000
+        token = secrets.token_hex(12)
+        expires_ms = int(time.time() * 1000) + ttl_ms
+        stored = {
+            "resource_id": resource_id,
+            "start_ms": str(_ms(start)),
+            "end_ms": str(_ms(end)),
+            "cell_seconds": str(cell_seconds),
+            "kind": kind,
+            "call_id": call_id or "",
+            "expires_ms": str(expires_ms),
+            **(fields or {}),
+        }
+        tag = self._tag(resource_id)
+        keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
+        keys += self._cell_keys(resource_id, cells)
+        args: list[Any] = [token, ttl_ms, "1" if idempotency_key else "0"]
+        for k, v in stored.items():
+            args += [k, v]
+        try:
+            result = await _reserve(self.redis, keys, args)
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        status = int(result[0])
+        if status == 0:
+            taken_at = start + timedelta(seconds=cell_seconds * (int(result[1]) - 1))
+            if cell_seconds == DAY:
+                taken_at = datetime.combine(
+                    (start.astimezone(self.tz) + timedelta(days=int(result[1]) - 1)).date(),
+                    datetime.min.time(),
+                    self.tz,
+                )
+            raise Unavailable(
+                "That time is already taken.",
+                resource_id=resource_id,
+                taken_from=taken_at.isoformat(),
+            )
+        hold_id = f"{resource_id}.{result[1]}"
+        if status == 2:
+            return await self.get_hold(hold_id, replayed=True)
+        return Hold(
+            hold_id=hold_id,
+            resource_id=resource_id,
+            start=start,
+            end=end,
+            expires_at=_from_ms(expires_ms),
+            kind=kind,
+            call_id=call_id,
+            fields=dict(fields or {}),
+        )
+
+    async def get_hold(self, hold_id: str, *, replayed: bool = False) -> Hold:
+        key = self.hold_key(hold_id)
+        try:
+            raw = await self.redis.hgetall(key)  # type: ignore[misc]
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        if not raw:
+            raise HoldExpired(
+                "That hold has expired or was released; place a new hold.", hold_id=hold_id
+            )
+        return self._hold_from_hash(hold_id, raw, replayed=replayed)
+
+    @staticmethod
+    def _hold_from_hash(hold_id: str, raw: dict[str, str], *, replayed: bool = False) -> Hold:
+        own = {
+            "resource_id", "start_ms", "end_ms", "cell_seconds", "kind", "call_id", "expires_ms",
+            "state", "pending",
+        }  # fmt: skip
+        return Hold(
+            hold_id=hold_id,
+            resource_id=raw["resource_id"],
+            start=_from_ms(raw["start_ms"]),
+            end=_from_ms(raw["end_ms"]),
+            expires_at=_from_ms(raw["expires_ms"]),
+            kind=raw["kind"],
+            call_id=raw["call_id"] or None,
+            fields={k: v for k, v in raw.items() if k not in own},
+            replayed=replayed,
+        )
+
+    async def release_hold(self, hold_id: str) -> bool:
+        """Let the hold go. True if it existed; a hold being confirmed cannot be released."""
+        resource_id, token = self.parse_hold_id(hold_id)
+        key = self.hold_key(hold_id)
+        try:
+            raw = await self.redis.hgetall(key)  # type: ignore[misc]
+            if not raw:
+                return False
+            cells = self.cells(
+                _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
+            )
+            freed = await _release(
+                self.redis, [key, *self._cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
+            )
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        if int(freed) < 0:
+            raise Conflict("That hold is being confirmed and can no longer be released.")
+        return True
+
+    # -- confirm ------------------------------------------------------------------------------
+
+    async def confirm_hold(
+        self, hold_id: str, *, write_details: WriteDetails | None = None
+    ) -> Booking:
+        """Turn a hold into a booking row. Confirming the same hold again returns that booking."""
+        resource_id, token = self.parse_hold_id(hold_id)
+        key = self.hold_key(hold_id)
+        try:
+            raw = await self.redis.hgetall(key)  # type: ignore[misc]
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        if not raw:
+            return await self._confirmed_or_expired(hold_id)
+        hold = self._hold_from_hash(hold_id, raw)
+        cell_keys = self._cell_keys(
+            resource_id, self.cells(hold.start, hold.end, int(raw["cell_seconds"]))
+        )
+
+        booking_id = uuid.uuid4()
+        pending = f"P:{booking_id}"
+        try:
+            claimed = await _claim(
+                self.redis, [key, *cell_keys], [token, pending, self.pending_ttl_seconds * 1000]
+            )
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        status = int(claimed[0])
+        if status == 0:
+            return await self._confirmed_or_expired(hold_id)
+        if status == 3:
+            return await self._await_concurrent_confirm(hold_id)
+        if status == -1:
+            await self._release_quietly(key, cell_keys, f"H:{token}", drop_hash=True)
+            raise HoldExpired(
+                "That hold lapsed before it was confirmed; place a new hold.", hold_id=hold_id
+            )
+        hold = self._hold_from_hash(hold_id, dict(zip(claimed[1::2], claimed[2::2], strict=True)))
+
+        try:
+            booking = await self._insert_booking(booking_id, hold, write_details)
+        except asyncpg.ExclusionViolationError:
+            # Redis let us hold it, but PostgreSQL has a booking there: Redis had lost state.
+            await self._release_quietly(key, cell_keys, pending, drop_hash=True)
+            raise Unavailable(
+                "That time was booked by someone else in the meantime; choose another time.",
+                resource_id=resource_id,
+            ) from None
+        except PG_UNAVAILABLE as e:
+            await self._unclaim_quietly(key, cell_keys, token, pending)
+            raise DependencyUnavailable(
+                "Bookings cannot be saved for a moment; the hold is kept, try again shortly."
+            ) from e
+        except BaseException:
+            # A detail write refused (a domain error) or something unexpected: keep the hold.
+            await self._unclaim_quietly(key, cell_keys, token, pending)
+            raise
+
+        try:
+            await _finalize(
+                self.redis, [key, *cell_keys], [pending, f"B:{booking_id}", _ms(hold.end)]
+            )
+        except RedisError:
+            # The row is the truth; the pending cells expire on their own and PostgreSQL keeps
+            # refusing overlaps meanwhile.
+            log.warning("could not mark confirmed cells as booked", extra={"hold_id": hold_id})
+        return booking
+
+    async def _insert_booking(
+        self, booking_id: uuid.UUID, hold: Hold, write_details: WriteDetails | None
+    ) -> Booking:
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(
+                        f"""INSERT INTO bookings
+                               (booking_id, resource_id, during, kind, reference, hold_id, call_id)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7)
+                           RETURNING {_BOOKING_COLUMNS}""",  # noqa: S608 - constant column list
+                        booking_id,
+                        hold.resource_id,
+                        Range(hold.start, hold.end, lower_inc=True, upper_inc=False),
+                        hold.kind,
+                        new_reference(),
+                        hold.hold_id,
+                        hold.call_id,
+                    )
+                    booking = Booking.from_row(row)
+                    if write_details is not None:
+                        await write_details(conn, booking, hold)
+                    return booking
+            except asyncpg.UniqueViolationError as e:
+                if e.constraint_name == "bookings_reference_key" and attempt < 4:
+                    continue  # a reference collision: draw another
+                if e.constraint_name == "bookings_hold_id_key":
+                    existing = await self.booking_for_hold(hold.hold_id)
+                    if existing is not None:
+                        return existing
+                raise
+        raise AssertionError("unreachable")
+
+    async def _confirmed_or_expired(self, hold_id: str) -> Booking:
+        try:
+            booking = await self.booking_for_hold(hold_id)
+        except PG_UNAVAILABLE as e:
+            raise DependencyUnavailable("Bookings cannot be read for a moment.") from e
+        if booking is not None:
+            return booking
+        raise HoldExpired(
+            "That hold has expired or was released; place a new hold.", hold_id=hold_id
+        )
+
+    async def _await_concurrent_confirm(self, hold_id: str) -> Booking:
+        deadline = time.monotonic() + self.pending_ttl_seconds
+        while time.monotonic() < deadline:
+            booking = await self.booking_for_hold(hold_id)
+            if booking is not None:
+                return booking
+            try:
+                if not await self.redis.exists(self.hold_key(hold_id)):
+                    break
+            except RedisError:
+                break
+            await asyncio.sleep(0.02)
+        return await self._confirmed_or_expired(hold_id)
+
+    async def _release_quietly(
+        self, key: str, cell_keys: list[str], marker: str, *, drop_hash: bool
+    ) -> None:
+        try:
+            await _release(self.redis, [key, *cell_keys], [marker, "0", "1" if drop_hash else "0"])
+        except RedisError:
+            log.warning("could not release cells; they expire on their own")
+
+    async def _unclaim_quietly(
+        self, key: str, cell_keys: list[str], token: str, pending: str
+    ) -> None:
+        try:
+            await _unclaim(self.redis, [key, *cell_keys], [token, pending, int(time.time() * 1000)])
+        except RedisError:
+            log.warning("could not restore a hold after a failed confirm")
+
+    # -- bookings -----------------------------------------------------------------------------
+
+    async def booking_for_hold(self, hold_id: str) -> Booking | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE hold_id = $1",  # noqa: S608
+            hold_id,
+        )
+        return Booking.from_row(row, replayed=True) if row else None
+
+    async def get_booking(self, booking_id: uuid.UUID | str) -> Booking:
+        bid = _parse_uuid(booking_id, "booking")
+        row = await self.pool.fetchrow(
+            f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = $1",  # noqa: S608
+            bid,
+        )
+        if row is None:
+            raise NotFound("There is no booking with that id.", booking_id=str(booking_id)[:64])
+        return Booking.from_row(row)
+
+    async def cancel_booking(
+        self,
+        booking_id: uuid.UUID | str,
+        *,
+        reason: str,
+        cell_seconds: int,
+        conn: asyncpg.Connection | None = None,
+    ) -> Booking:
+        """Mark a booking cancelled (never deleted) and free its cells. Idempotent."""
+        bid = _parse_uuid(booking_id, "booking")
+        sql = f"""UPDATE bookings
+                     SET status = 'cancelled', cancelled_at = now(), cancel_reason = $2,
+                         updated_at = now()
+                   WHERE booking_id = $1 AND status = 'confirmed'
+               RETURNING {_BOOKING_COLUMNS}"""  # noqa: S608
+        row = await (conn or self.pool).fetchrow(sql, bid, reason)
+        if row is None:
+            booking = await self.get_booking(bid)  # NotFound, or already cancelled
+            return booking
+        booking = Booking.from_row(row)
+        await self.free_booked_cells(booking, cell_seconds)
+        return booking
+
+    async def free_booked_cells(self, booking: Booking, cell_seconds: int) -> None:
+        cell_keys = self._cell_keys(
+            booking.resource_id, self.cells(booking.start, booking.end, cell_seconds)
+        )
+        await self._release_quietly(
+            f"{self._tag(booking.resource_id)}:h:-",
+            cell_keys,
+            f"B:{booking.booking_id}",
+            drop_hash=False,
+        )
+
+    async def mark_booked(self, booking: Booking, cell_seconds: int) -> None:
+        """Mark the cells of a booking that was written without a hold (a move) as booked."""
+        cell_keys = self._cell_keys(
+            booking.resource_id, self.cells(booking.start, booking.end, cell_seconds)
+        )
+        try:
+            await _finalize(
+                self.redis,
+                [f"{self._tag(booking.resource_id)}:h:-", *cell_keys],
+                [f"B:{booking.booking_id}", f"B:{booking.booking_id}", _ms(booking.end)],
+            )
+        except RedisError:
+            log.warning("could not mark moved booking's cells as booked")
+
+    async def move_booking(
+        self,
+        booking_id: uuid.UUID | str,
+        *,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        cell_seconds: int,
+        write_details: Callable[[asyncpg.Connection, Booking], Awaitable[None]] | None = None,
+    ) -> Booking:
+        """Move a confirmed booking. The new time is held before the old one is let go, and the
+        move is a single-row update, so a failed move leaves the booking where it was."""
+        old = await self.get_booking(booking_id)
+        if old.status != "confirmed":
+            raise Conflict("That booking is cancelled and cannot be moved.")
+        # Cells the booking already owns (same resource, overlapping) must not block its move.
+        own = set()
+        if resource_id == old.resource_id:
+            own = set(self.cells(old.start, old.end, cell_seconds))
+        wanted = self.cells(start, end, cell_seconds)
+        fresh = [c for c in wanted if c not in own]
+        hold: Hold | None = None
+        if fresh:
+            hold = await self._reserve_cell_list(resource_id, fresh, cell_seconds, old.kind)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""UPDATE bookings
+                           SET resource_id = $2, during = $3, updated_at = now()
+                         WHERE booking_id = $1 AND status = 'confirmed'
+                     RETURNING {_BOOKING_COLUMNS}""",  # noqa: S608
+                    old.booking_id,
+                    resource_id,
+                    Range(start, end, lower_inc=True, upper_inc=False),
+                )
+                if row is None:
+                    raise Conflict("That booking changed while it was being moved; try again.")
+                moved = Booking.from_row(row)
+                if write_details is not None:
+                    await write_details(conn, moved)
+        except asyncpg.ExclusionViolationError:
+            if hold is not None:
+                await self.release_hold(hold.hold_id)
+            raise Unavailable("That time is already taken.", resource_id=resource_id) from None
+        except BaseException:
+            if hold is not None:
+                await self.release_hold(hold.hold_id)
+            raise
+        await self.free_booked_cells(old, cell_seconds)
+        await self.mark_booked(moved, cell_seconds)
+        if hold is not None:
+            try:
+                await self.redis.delete(self.hold_key(hold.hold_id))
+            except RedisError:
+                pass
+        return moved
+
+    async def _reserve_cell_list(
+        self, resource_id: str, cells: list[int], cell_seconds: int, kind: str
+    ) -> Hold:
+        # The fresh cells of a move need not be contiguous; hold each run of them.
+        token = secrets.token_hex(12)
+        ttl_ms = self.pending_ttl_seconds * 1000
+        tag = self._tag(resource_id)
+        first = cells[0]
+        start = self._cell_start(first, cell_seconds)
+        end = self._cell_start(cells[-1] + 1, cell_seconds)
+        stored = {
+            "resource_id": resource_id,
+            "start_ms": str(_ms(start)),
+            "end_ms": str(_ms(end)),
+            "cell_seconds": str(cell_seconds),
+            "kind": kind,
+            "call_id": "",
+            "expires_ms": str(int(time.time() * 1000) + ttl_ms),
+        }
+        args: list[Any] = [token, ttl_ms, "0"]
+        for k, v in stored.items():
+            args += [k, v]
+        keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self._cell_keys(resource_id, cells)]
+        try:
+            result = await _reserve(self.redis, keys, args)
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        if int(result[0]) == 0:
+            raise Unavailable("That time is already taken.", resource_id=resource_id)
+        # The stored range spans the fresh cells; release_hold recomputes the cells from it, so
+        # it only frees cells carrying this token's marker.
+        return Hold(
+            hold_id=f"{resource_id}.{token}",
+            resource_id=resource_id,
+            start=start,
+            end=end,
+            expires_at=_from_ms(stored["expires_ms"]),
+            kind=kind,
+            call_id=None,
+        )
+
+    def _cell_start(self, cell: int, cell_seconds: int) -> datetime:
+        if cell_seconds == DAY:
+            return datetime.combine(datetime.fromordinal(cell).date(), datetime.min.time(), self.tz)
+        return datetime.fromtimestamp(cell * cell_seconds, tz=UTC)
+
+
+def _parse_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"There is no {what} with that id.") from None

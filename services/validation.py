@@ -1,0 +1,104 @@
+"""Input checks shared by every service.
+
+Each failure raises :class:`InvalidInput` with a sentence an agent can repeat to a caller, and
+the name of the field at fault. Nothing is written before these checks pass.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from services.errors import InvalidInput
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def clean_text(
+    value: str | None,
+    *,
+    field: str,
+    max_length: int = 500,
+    required: bool = False,
+    multiline: bool = False,
+) -> str | None:
+    """Trimmed, NFC-normalised text; refuses control characters and over-long values.
+
+    SQL-looking text is just text: every query is parameterised, so it is stored as said.
+    """
+    if value is None or not str(value).strip():
+        if required:
+            raise InvalidInput(f"Please provide the {field.replace('_', ' ')}.", field=field)
+        return None
+    text = unicodedata.normalize("NFC", str(value)).strip()
+    if _CONTROL.search(text) or (not multiline and ("\n" in text or "\r" in text)):
+        raise InvalidInput(
+            f"The {field.replace('_', ' ')} contains characters that are not allowed.",
+            field=field,
+        )
+    if len(text) > max_length:
+        raise InvalidInput(
+            f"The {field.replace('_', ' ')} is too long; keep it under {max_length} characters.",
+            field=field,
+        )
+    return text
+
+
+def check_id(value: str | None, *, field: str) -> str:
+    """An opaque identifier (call id, unit id...): letters, digits and ``_ . : -``."""
+    if value is None or not _ID.match(str(value)):
+        raise InvalidInput(f"The {field.replace('_', ' ')} is not a valid id.", field=field)
+    return str(value)
+
+
+def parse_datetime(value: str | datetime, *, field: str, tz: ZoneInfo) -> datetime:
+    """An ISO 8601 timestamp; one without an offset is taken in the business time zone."""
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise InvalidInput(
+                f"The {field.replace('_', ' ')} must be a date and time like 2026-03-14T09:30.",
+                field=field,
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed
+
+
+def parse_date(value: str | date, *, field: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InvalidInput(
+            f"The {field.replace('_', ' ')} must be a date like 2026-03-14.", field=field
+        ) from None
+
+
+def check_number(
+    value: float | int, *, field: str, minimum: float = 0, maximum: float = 1e9
+) -> float:
+    """A finite number within bounds; refuses negative and absurd values."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"The {field.replace('_', ' ')} must be a number.", field=field
+        ) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InvalidInput(f"The {field.replace('_', ' ')} must be a number.", field=field)
+    if number < minimum or number > maximum:
+        raise InvalidInput(
+            f"The {field.replace('_', ' ')} must be between {minimum:g} and {maximum:g}.",
+            field=field,
+        )
+    return number

@@ -189,7 +189,8 @@ class ReservationStore:
         resource_id, token = self.parse_hold_id(hold_id)
         return f"{self._tag(resource_id)}:h:{token}"
 
-    def _cell_keys(self, resource_id: str, cells: list[int]) -> list[str]:
+    def cell_keys(self, resource_id: str, cells: list[int]) -> list[str]:
+        """The Redis keys of the given cells; reading them shows who holds or booked each."""
         tag = self._tag(resource_id)
         return [f"{tag}:c:{c}" for c in cells]
 
@@ -234,7 +235,7 @@ class ReservationStore:
         }
         tag = self._tag(resource_id)
         keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
-        keys += self._cell_keys(resource_id, cells)
+        keys += self.cell_keys(resource_id, cells)
         args: list[Any] = [token, ttl_ms, "1" if idempotency_key else "0"]
         for k, v in stored.items():
             args += [k, v]
@@ -312,7 +313,7 @@ class ReservationStore:
                 _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
             )
             freed = await _release(
-                self.redis, [key, *self._cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
+                self.redis, [key, *self.cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
@@ -335,7 +336,7 @@ class ReservationStore:
         if not raw:
             return await self._confirmed_or_expired(hold_id)
         hold = self._hold_from_hash(hold_id, raw)
-        cell_keys = self._cell_keys(
+        cell_keys = self.cell_keys(
             resource_id, self.cells(hold.start, hold.end, int(raw["cell_seconds"]))
         )
 
@@ -505,7 +506,7 @@ class ReservationStore:
         return booking
 
     async def free_booked_cells(self, booking: Booking, cell_seconds: int) -> None:
-        cell_keys = self._cell_keys(
+        cell_keys = self.cell_keys(
             booking.resource_id, self.cells(booking.start, booking.end, cell_seconds)
         )
         await self._release_quietly(
@@ -517,7 +518,7 @@ class ReservationStore:
 
     async def mark_booked(self, booking: Booking, cell_seconds: int) -> None:
         """Mark the cells of a booking that was written without a hold (a move) as booked."""
-        cell_keys = self._cell_keys(
+        cell_keys = self.cell_keys(
             booking.resource_id, self.cells(booking.start, booking.end, cell_seconds)
         )
         try:
@@ -608,7 +609,7 @@ class ReservationStore:
         args: list[Any] = [token, ttl_ms, "0"]
         for k, v in stored.items():
             args += [k, v]
-        keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self._cell_keys(resource_id, cells)]
+        keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self.cell_keys(resource_id, cells)]
         try:
             result = await _reserve(self.redis, keys, args)
         except RedisError as e:

@@ -68,7 +68,7 @@ def test_hold_ids_carry_their_resource_and_refuse_anything_else() -> None:
 def test_hold_keys_share_the_resource_hash_tag() -> None:
     s = _store()
     hold_key = s.hold_key("bay-1." + "cd" * 12)
-    cell_key = s._cell_keys("bay-1", [42])[0]
+    cell_key = s.cell_keys("bay-1", [42])[0]
     tag = lambda k: k[k.index("{") + 1 : k.index("}")]  # noqa: E731
     assert tag(hold_key) == tag(cell_key) == "r:bay-1"
 

@@ -1,0 +1,34 @@
+"""Scheduling: the appointment desks (service bays, clinicians, a sales desk).
+
+Business hours and closed days, a slot grid, service types with a duration and a price range,
+customers known by their phone number, appointments (list slots, book, reschedule, cancel),
+preferences learned from bookings, and callbacks when no human is free.
+"""
+
+from services.scheduling.business_hours import BusinessCalendar
+from services.scheduling.models import (
+    Appointment,
+    BookRequest,
+    Callback,
+    Customer,
+    ServiceType,
+    Slot,
+    SlotList,
+    Vehicle,
+    VehicleIn,
+)
+from services.scheduling.service import SchedulingService
+
+__all__ = [
+    "Appointment",
+    "BookRequest",
+    "BusinessCalendar",
+    "Callback",
+    "Customer",
+    "SchedulingService",
+    "ServiceType",
+    "Slot",
+    "SlotList",
+    "Vehicle",
+    "VehicleIn",
+]

@@ -1,0 +1,156 @@
+"""The inventory service's pure parts: amounts, categories, date ranges, sentences, models."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+
+import pytest
+
+from services.errors import InvalidInput
+from services.inventory import HORIZON_DAYS, HoldRequest, InventoryService, RentalBooking
+from services.inventory.requirements import describe_requirements, spoken_list
+from services.inventory.service import _category_candidates, _parse_amount
+from services.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def _service() -> InventoryService:
+    # No storage is touched by the range checks; a real pool or client is never needed here.
+    return InventoryService(
+        pool=None,  # type: ignore[arg-type]
+        redis=None,  # type: ignore[arg-type]
+        settings=Settings(environment="test", database_url="x", redis_url="y"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("325", "325.00"),
+        ("$1,050.5", "1050.50"),
+        (99.999, "100.00"),
+        (0, "0.00"),
+        ("0.004", "0.00"),
+    ],
+)
+def test_amounts_are_rounded_to_cents(given, expected) -> None:
+    assert _parse_amount(given, field="rate") == Decimal(expected)
+
+
+@pytest.mark.parametrize(
+    "given", ["-1", "nan", "inf", "1e7", "", "abc", "1\x00", "9" * 30, True, float("nan")]
+)
+def test_absurd_amounts_are_refused(given) -> None:
+    with pytest.raises(InvalidInput) as err:
+        _parse_amount(given, field="rate")
+    assert err.value.details["field"] == "rate"
+
+
+def test_category_words_are_normalised() -> None:
+    assert _category_candidates(None) is None
+    assert _category_candidates("Boom lifts") == ["boom_lifts", "boom_lift"]
+    assert _category_candidates("skid-steer") == ["skid_steer"]
+    for bad in ("boom; --", "x" * 41, "lift\x01"):
+        with pytest.raises(InvalidInput):
+            _category_candidates(bad)
+
+
+def test_missing_requirements_read_as_a_sentence() -> None:
+    assert spoken_list([]) == ""
+    assert spoken_list(["a"]) == "a"
+    assert spoken_list(["a", "b", "c"]) == "a, b and c"
+    assert describe_requirements(certification=None, min_insurance=None) == []
+    assert describe_requirements(certification="aerial_lift", min_insurance=Decimal("1000000")) == [
+        "an operator certification for aerial lift",
+        "insurance coverage of at least $1,000,000",
+    ]
+
+
+def test_rental_ranges_are_local_days() -> None:
+    svc = _service()
+    today = datetime.now(svc.tz).date()
+    start, end = svc._rental_range((today + timedelta(days=2)).isoformat(), None)
+    assert (start.date(), end.date()) == (today + timedelta(days=2), today + timedelta(days=3))
+    assert start.tzinfo == svc.tz and start.hour == 0
+    # A date and time counts as its local day; the return date is the end of the range.
+    start, end = svc._rental_range(
+        f"{today + timedelta(days=2)}T15:45", f"{today + timedelta(days=5)}T09:00"
+    )
+    assert (end.date() - start.date()).days == 3
+    svc._rental_range(today, today + timedelta(days=HORIZON_DAYS))  # the edge is allowed
+
+
+@pytest.mark.parametrize(
+    ("start_days", "end_days", "words"),
+    [
+        (-1, 1, "in the past"),
+        (3, 3, "at least one day"),
+        (3, 2, "at least one day"),
+        (1, HORIZON_DAYS + 1, "365 days ahead"),
+    ],
+)
+def test_bad_rental_ranges_say_why(start_days, end_days, words) -> None:
+    svc = _service()
+    today = datetime.now(svc.tz).date()
+    with pytest.raises(InvalidInput) as err:
+        svc._rental_range(today + timedelta(days=start_days), today + timedelta(days=end_days))
+    assert words in err.value.message
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2026-13-01", "2026-02-30", "14/03/2026", " "])
+def test_malformed_dates_are_refused(text) -> None:
+    with pytest.raises(InvalidInput):
+        _service()._as_day(text, field="start")
+
+
+def test_test_drive_ranges_need_a_time_and_a_short_length() -> None:
+    svc = _service()
+    tomorrow = datetime.now(svc.tz).date() + timedelta(days=1)
+    ten = datetime.combine(tomorrow, datetime.min.time(), svc.tz).replace(hour=10)
+    start, end = svc._test_drive_range(ten.isoformat(), None, 30)
+    assert end - start == timedelta(minutes=30)
+    with pytest.raises(InvalidInput, match="needs a start time"):
+        svc._test_drive_range(tomorrow.isoformat(), None, 30)
+    with pytest.raises(InvalidInput, match="needs a start time"):
+        svc._test_drive_range(tomorrow, None, 30)
+    with pytest.raises(InvalidInput, match="at most 4 hours"):
+        svc._test_drive_range(ten, ten + timedelta(hours=5), 30)
+    with pytest.raises(InvalidInput, match="in the past"):
+        svc._test_drive_range(ten - timedelta(days=3), None, 30)
+
+
+def test_models_serialise_to_json_friendly_values() -> None:
+    booking = RentalBooking(
+        booking_id="b1",
+        reference="ACD346",
+        unit_id="PRJ-901",
+        unit_name="Projector",
+        kind="rental",
+        status="confirmed",
+        start=datetime(2026, 3, 14, tzinfo=Settings(environment="test").tz),
+        end=datetime(2026, 3, 16, tzinfo=Settings(environment="test").tz),
+        days=2,
+        minutes=None,
+        call_id=None,
+        daily_rate=Decimal("85.00"),
+        list_rate=Decimal("85.00"),
+        negotiated=False,
+        total=Decimal("170.00"),
+        created_at=datetime(2026, 3, 1, tzinfo=Settings(environment="test").tz),
+    )
+    body = booking.model_dump(mode="json")
+    assert body["start"] == "2026-03-14T00:00:00-04:00"
+    assert body["total"] == "170.00"
+    assert RentalBooking.model_validate(body) == booking
+    with pytest.raises(ValueError):
+        HoldRequest.model_validate({"unit_id": "X-1", "start": "2026-03-14", "surprise": 1})
+    assert HoldRequest(unit_id="X-1", start="2026-03-14").start == "2026-03-14"
+    assert HoldRequest(unit_id="X-1", start=date(2026, 3, 14)).start == date(2026, 3, 14)
+
+
+def test_negotiate_script_documents_its_contract() -> None:
+    source = (resources.files("services") / "lua" / "negotiate.lua").read_text("utf-8")
+    assert "KEYS[1]" in source and "ARGV[2]" in source and "Returns" in source

@@ -474,10 +474,13 @@ class ReservationStore:
 
     async def get_booking(self, booking_id: uuid.UUID | str) -> Booking:
         bid = _parse_uuid(booking_id, "booking")
-        row = await self.pool.fetchrow(
-            f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = $1",  # noqa: S608
-            bid,
-        )
+        try:
+            row = await self.pool.fetchrow(
+                f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = $1",  # noqa: S608
+                bid,
+            )
+        except PG_UNAVAILABLE as e:
+            raise DependencyUnavailable("Bookings cannot be read for a moment.") from e
         if row is None:
             raise NotFound("There is no booking with that id.", booking_id=str(booking_id)[:64])
         return Booking.from_row(row)
@@ -497,7 +500,10 @@ class ReservationStore:
                          updated_at = now()
                    WHERE booking_id = $1 AND status = 'confirmed'
                RETURNING {_BOOKING_COLUMNS}"""  # noqa: S608
-        row = await (conn or self.pool).fetchrow(sql, bid, reason)
+        try:
+            row = await (conn or self.pool).fetchrow(sql, bid, reason)
+        except PG_UNAVAILABLE as e:
+            raise DependencyUnavailable("Bookings cannot be changed for a moment.") from e
         if row is None:
             booking = await self.get_booking(bid)  # NotFound, or already cancelled
             return booking
@@ -574,6 +580,12 @@ class ReservationStore:
             if hold is not None:
                 await self.release_hold(hold.hold_id)
             raise Unavailable("That time is already taken.", resource_id=resource_id) from None
+        except PG_UNAVAILABLE as e:
+            if hold is not None:
+                await self.release_hold(hold.hold_id)
+            raise DependencyUnavailable(
+                "Bookings cannot be changed for a moment; the booking is unchanged."
+            ) from e
         except BaseException:
             if hold is not None:
                 await self.release_hold(hold.hold_id)

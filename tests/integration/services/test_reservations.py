@@ -237,3 +237,29 @@ async def test_move_keeps_the_old_time_when_the_new_one_is_taken(fresh):
             kind="appointment",
         )
     assert await _overlaps(fresh.pool) == 0
+
+
+async def test_an_unreachable_database_is_a_dependency_error_not_a_crash(fresh):
+    from services.db import create_pool
+    from services.errors import DependencyUnavailable
+
+    dead = await create_pool("postgresql://postgres@127.0.0.1:1/none", min_size=0, max_size=1)
+    try:
+        store = ReservationStore(pool=dead, redis=fresh.redis, tz=TZ, prefix=fresh.prefix)
+        with pytest.raises(DependencyUnavailable):
+            await store.get_booking("00000000-0000-0000-0000-000000000000")
+        with pytest.raises(DependencyUnavailable):
+            await store.cancel_booking(
+                "00000000-0000-0000-0000-000000000000", reason="x", cell_seconds=CELL
+            )
+        start, end = _slot(100)
+        hold = await store.reserve_cells(
+            resource_id="bay-7", start=start, end=end, cell_seconds=CELL, kind="appointment"
+        )
+        with pytest.raises(DependencyUnavailable):
+            await store.confirm_hold(hold.hold_id)
+        # The hold survived the failed confirm: with the database back, it confirms.
+        booking = await _store(fresh).confirm_hold(hold.hold_id)
+        assert booking.hold_id == hold.hold_id
+    finally:
+        await dead.close()

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration check fix bench clean
+.PHONY: run down status test test-unit test-integration test-mesh check fix bench bench-hops clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/callmesh up
 
+## make down / make status: stop what `make run` started; show applications and replicas
+down: $(STAMP)
+	$(BIN)/callmesh down
+
+status: $(STAMP)
+	$(BIN)/callmesh status
+
 ## make test: the whole suite (unit, integration against real PostgreSQL/Redis/Ray Serve, e2e)
 test: $(STAMP)
 	$(BIN)/pytest
@@ -26,6 +33,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/pytest -m integration
 
+## make test-mesh: the Serve deployments through real HTTP (one Ray per run)
+test-mesh: $(STAMP)
+	$(BIN)/pytest tests/unit/deployments tests/integration/mesh
+
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,6 +45,10 @@ check: $(STAMP)
 fix: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## make bench-hops: holds/s through one hop vs two, Serve throughput flags off vs on
+bench-hops: $(STAMP)
+	$(BIN)/python -m deployments.bench_hops --seconds 15 --connections 64
 
 clean:
 	rm -rf $(VENV) .callmesh .pytest_cache .ruff_cache .mypy_cache

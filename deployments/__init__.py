@@ -1,0 +1,15 @@
+"""Ray Serve deployments of the callmesh services: thin HTTP ingress, wired in one place.
+
+* ``deployments.app``: the application builders (``serve_config.yaml`` import paths) and
+  ``mesh_applications(settings)`` for code.
+* ``deployments.registry``: which applications exist, their route prefixes, the handles
+  between them.
+* ``deployments.<service>``: one module per service application (FastAPI app + deployment).
+* ``deployments.edge`` / ``api`` / ``metrics`` / ``logmask``: what every application shares.
+* ``deployments.cli``: the ``callmesh`` command.
+
+Nothing is imported here: ``callmesh up`` must set Ray Serve's environment flags before
+anything imports ``ray.serve``.
+"""
+
+__all__: list[str] = []

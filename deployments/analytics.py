@@ -1,0 +1,115 @@
+"""The analytics application at ``/analytics``: the summary over ended calls; and
+``record_call_ended`` for the calls application, called by DeploymentHandle after a call ends."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from pydantic import BaseModel
+from ray import serve
+
+from deployments.api import WRITE, new_api
+from deployments.handles import RemoteDeployment
+from deployments.metrics import Metrics
+from deployments.replica import (
+    ACTOR_OPTIONS,
+    MAX_ONGOING_REQUESTS,
+    ReplicaContext,
+    autoscaling,
+)
+from services.analytics import AnalyticsService, AnalyticsSummary, CallCounted
+from services.settings import Settings
+
+APP_NAME = "analytics"
+DEPLOYMENT_NAME = "Analytics"
+# With no window asked for, the summary covers the last week up to today.
+DEFAULT_WINDOW_DAYS = 7
+
+
+class CaughtUp(BaseModel):
+    counted: int
+
+
+async def _analytics(request: Request) -> AnalyticsService:
+    service: AnalyticsService = request.app.state.service
+    return service
+
+
+Analytics = Annotated[AnalyticsService, Depends(_analytics)]
+
+
+def build_analytics_api(
+    settings: Settings,
+    *,
+    service: AnalyticsService | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    app = new_api(
+        service="analytics",
+        title="callmesh analytics",
+        settings=settings,
+        metrics=metrics,
+        state={"service": service},
+    )
+
+    def window(since: date | None, until: date | None) -> tuple[date, date]:
+        last = until or datetime.now(settings.tz).date()
+        return since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), last
+
+    @app.get("/summary", tags=["analytics"])
+    async def summary(
+        analytics: Analytics,
+        since: Annotated[date | None, Query(description="First day (business zone).")] = None,
+        until: Annotated[date | None, Query(description="Last day, included.")] = None,
+        flow: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> AnalyticsSummary:
+        """Calls, outcomes, conversion, cost per call and tool latency, per flow and per day."""
+        first, last = window(since, until)
+        return await analytics.summary(first, last, flow=flow)
+
+    @app.post("/catch-up", dependencies=[WRITE], tags=["analytics"])
+    async def catch_up(
+        analytics: Analytics,
+        since: Annotated[date | None, Query()] = None,
+        until: Annotated[date | None, Query()] = None,
+    ) -> CaughtUp:
+        """Count ended calls of the window that were never fed in (a lost handle call)."""
+        first, last = window(since, until)
+        return CaughtUp(counted=await analytics.catch_up(first, last))
+
+    return app
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    autoscaling_config=autoscaling(),
+    ray_actor_options=ACTOR_OPTIONS,
+)
+@serve.ingress()
+class AnalyticsDeployment:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.context = await ReplicaContext.open(settings)
+        self.service = AnalyticsService(pool=self.context.backends.pool, settings=settings)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_analytics_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
+        )
+
+    async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:
+        """Count an ended call once (the calls application sends its end_call answer)."""
+        return await self.service.record_call_ended(summary)
+
+    async def __del__(self) -> None:
+        await self.context.close()
+
+
+def analytics_app(settings: Settings) -> serve.Application:
+    return AnalyticsDeployment.bind(settings)  # type: ignore[attr-defined]
+
+
+def analytics_remote() -> RemoteDeployment:
+    return RemoteDeployment(deployment=DEPLOYMENT_NAME, app_name=APP_NAME, what="Call statistics")

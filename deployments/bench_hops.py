@@ -1,0 +1,233 @@
+"""How many holds per second the mesh serves through one hop versus two, with and without
+Ray Serve's throughput flags. The numbers behind docs/architecture.md.
+
+Each run starts its own Ray (the flags are read when Serve's processes start), deploys two
+applications over the real Redis reserve script, and drives both from one client process:
+
+* ``/direct``: the proxy routes a hold straight to the replica that runs it (one hop).
+* ``/via``: an ingress replica forwards the hold by DeploymentHandle to another (two hops).
+
+Run: ``python -m deployments.bench_hops --seconds 15 --connections 64`` (Redis from
+``REDIS_URL``, default 127.0.0.1:6379). Compare the numbers of one run as ratios; the
+absolute values depend on what else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI
+
+_FLAGS = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+
+
+def _build_apps(redis_url: str, max_ongoing: int) -> list[tuple[Any, str, str]]:
+    from ray import serve
+    from ray.serve.handle import DeploymentHandle
+
+    from services.kv import create_redis
+    from services.reservations import DAY, ReservationStore
+
+    async def hold(store: ReservationStore) -> str:
+        # A fresh resource per request: the benchmark measures the mesh, not contention.
+        start = datetime.combine(
+            datetime.now(UTC).date() + timedelta(days=30), datetime.min.time(), store.tz
+        )
+        hold = await store.reserve_cells(
+            resource_id=f"bench-{secrets.token_hex(6)}",
+            start=start,
+            end=start + timedelta(days=1),
+            cell_seconds=DAY,
+            kind="rental",
+            ttl_seconds=30,
+        )
+        return hold.hold_id
+
+    direct_api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=max_ongoing, ray_actor_options={"num_cpus": 0.25})
+    @serve.ingress(direct_api)
+    class Holds:
+        def __init__(self) -> None:
+            # The bench reserves cells only, which never touches PostgreSQL.
+            self.store = ReservationStore(
+                pool=None,  # type: ignore[arg-type]
+                redis=create_redis(redis_url),
+                tz=ZoneInfo("America/New_York"),
+                prefix="bench",
+            )
+
+        @direct_api.post("/holds", status_code=201)
+        async def http_hold(self) -> dict[str, str]:
+            return {"hold_id": await hold(self.store)}
+
+    # Serve allows one FastAPI ingress per application, so the far side of a hop is plain.
+    @serve.deployment(max_ongoing_requests=max_ongoing, ray_actor_options={"num_cpus": 0.25})
+    class HoldsBackend:
+        def __init__(self) -> None:
+            self.store = ReservationStore(
+                pool=None,  # type: ignore[arg-type]
+                redis=create_redis(redis_url),
+                tz=ZoneInfo("America/New_York"),
+                prefix="bench",
+            )
+
+        async def hold(self) -> str:
+            return await hold(self.store)
+
+    via_api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=max_ongoing, ray_actor_options={"num_cpus": 0.25})
+    @serve.ingress(via_api)
+    class Forwarder:
+        def __init__(self, holds: DeploymentHandle) -> None:
+            self.holds = holds
+
+        @via_api.post("/holds", status_code=201)
+        async def http_hold(self) -> dict[str, str]:
+            return {"hold_id": await self.holds.hold.remote()}
+
+    return [
+        (Holds.bind(), "direct", "/direct"),  # type: ignore[attr-defined]
+        (Forwarder.bind(HoldsBackend.bind()), "via", "/via"),  # type: ignore[attr-defined]
+    ]
+
+
+async def _drive(
+    url: str, seconds: float, connections: int, bodies: list[dict[str, str]] | None = None
+) -> dict[str, float]:
+    # aiohttp, not httpx: httpx's connection pool tops out at a few hundred requests per
+    # second on this machine and would measure itself instead of the mesh.
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + seconds
+
+    sent = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal errors, sent
+        while time.monotonic() < stop_at:
+            body = bodies[sent % len(bodies)] if bodies else None
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, json=body) as r:
+                    await r.read()
+                    # Against the real inventory a taken day (409) is a hold answered too.
+                    ok = r.status in (201, 409) if bodies else r.status == 201
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for i in range(50):  # warm up the route and the replicas' connections
+            async with session.post(url, json=bodies[i] if bodies else None) as r:
+                await r.read()
+        began = time.monotonic()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        elapsed = time.monotonic() - began
+    latencies.sort()
+    return {
+        "holds_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else 0.0,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else 0.0,
+        "errors": errors,
+    }
+
+
+def _one_run(seconds: float, connections: int, max_ongoing: int, port: int) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for app, name, prefix in _build_apps(redis_url, max_ongoing):
+            serve.run(app, name=name, route_prefix=prefix)
+        time.sleep(2)  # let the proxy learn both routes
+        result: dict[str, Any] = {f: os.environ.get(f, "0") for f in _FLAGS}
+        for name in ("direct", "via"):
+            url = f"http://127.0.0.1:{port}/{name}/holds"
+            result[name] = asyncio.run(_drive(url, seconds, connections))
+        return result
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--max-ongoing", type=int, default=256)
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument(
+        "--url",
+        help="instead: drive POST <url>/inventory/holds of a running mesh (callmesh up)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.url:
+        print(json.dumps(asyncio.run(_drive_mesh(args.url, args.seconds, args.connections))))
+        return
+    if args.child:
+        print(json.dumps(_one_run(args.seconds, args.connections, args.max_ongoing, args.port)))
+        return
+    for flags in ("0", "1"):
+        env = {**os.environ, **dict.fromkeys(_FLAGS, flags)}
+        out = subprocess.run(
+            [sys.executable, "-m", "deployments.bench_hops", "--child", *_pass_on(args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        print(lines[-1] if lines else f"run with flags={flags} failed:\n{out.stderr[-3000:]}")
+
+
+async def _drive_mesh(url: str, seconds: float, connections: int) -> dict[str, float]:
+    """Holds of every demo unit that needs nothing, day after day, through the real mesh."""
+    units = ["GEN-701", "GEN-702", "CMP-801", "PRJ-901", "PAS-951", "SKS-301"]
+    first = datetime.now(UTC).date() + timedelta(days=1)
+    bodies = [
+        {"unit_id": unit, "start": (first + timedelta(days=d)).isoformat()}
+        for d in range(360)
+        for unit in units
+    ]
+    return await _drive(f"{url.rstrip('/')}/inventory/holds", seconds, connections, bodies)
+
+
+def _pass_on(args: argparse.Namespace) -> list[str]:
+    return [
+        "--seconds",
+        str(args.seconds),
+        "--connections",
+        str(args.connections),
+        "--max-ongoing",
+        str(args.max_ongoing),
+        "--port",
+        str(args.port),
+    ]
+
+
+if __name__ == "__main__":
+    main()

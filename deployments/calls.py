@@ -1,0 +1,170 @@
+"""The calls application at ``/calls``: start, events, end (summary and cost), read.
+
+Thin: requests go to :class:`services.calls.CallsService` as they came; the deployment only
+records the call metrics from what the service answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from ray import serve
+
+from deployments.api import WRITE, IdempotencyKey, new_api
+from deployments.handles import RemoteDeployment
+from deployments.metrics import Metrics
+from deployments.replica import (
+    ACTOR_OPTIONS,
+    MAX_ONGOING_REQUESTS,
+    ReplicaContext,
+    autoscaling,
+)
+from services.calls import (
+    Call,
+    CallDetail,
+    CallsService,
+    CallSummary,
+    EndCall,
+    Event,
+    EventsRecorded,
+    StartCall,
+)
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTIVE_CALLS_REFRESH_SECONDS = 5.0
+
+
+async def _calls(request: Request) -> CallsService:
+    service: CallsService = request.app.state.service
+    return service
+
+
+Calls = Annotated[CallsService, Depends(_calls)]
+
+
+# Hands an ended call to analytics; failures are logged, never shown to the caller.
+CallEnded = Callable[[CallSummary], Awaitable[None]]
+
+
+def build_calls_api(
+    settings: Settings,
+    *,
+    service: CallsService | None = None,
+    metrics: Metrics | None = None,
+    on_ended: CallEnded | None = None,
+) -> FastAPI:
+    app = new_api(
+        service="calls",
+        title="callmesh calls",
+        settings=settings,
+        metrics=metrics,
+        state={"service": service},
+    )
+
+    # "" and not "/": the application lives at /calls, and POST /calls starts a call.
+    @app.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
+    async def start_call(
+        body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None
+    ) -> Call:
+        """Record a call an agent picked up; repeating a call id returns that call."""
+        return await calls.start_call(body, idempotency_key=idempotency_key)
+
+    @app.post("/{call_id}/events", status_code=201, dependencies=[WRITE], tags=["calls"])
+    async def record_events(
+        call_id: str,
+        body: Event | list[Event],
+        calls: Calls,
+        idempotency_key: IdempotencyKey = None,
+    ) -> EventsRecorded:
+        """Record one event or a batch (tool latency, shared information, usage, markers)."""
+        return await calls.record_event(call_id, body, idempotency_key=idempotency_key)
+
+    @app.post("/{call_id}/end", dependencies=[WRITE], tags=["calls"])
+    async def end_call(
+        call_id: str, body: EndCall, calls: Calls, idempotency_key: IdempotencyKey = None
+    ) -> CallSummary:
+        """End the call; the answer is its summary and its priced cost."""
+        summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
+        if metrics is not None:
+            _record_call(metrics, summary)
+        if on_ended is not None:
+            await on_ended(summary)
+        return summary
+
+    @app.get("/{call_id}", tags=["calls"])
+    async def get_call(call_id: str, calls: Calls) -> CallDetail:
+        """A call with its usage so far, its events, and its summary once ended."""
+        return await calls.get_call(call_id)
+
+    return app
+
+
+def _record_call(metrics: Metrics, summary: CallSummary) -> None:
+    # An end repeated by a retry answers the stored summary again and is counted again: the
+    # summary does not say whether it was a replay.
+    metrics.observe_call(
+        flow=summary.flow,
+        outcome=summary.outcome,
+        seconds=summary.duration_seconds,
+        cost_usd=float(summary.cost.total_usd),
+    )
+    for component, usd in summary.cost.components.model_dump().items():
+        metrics.add_cost(component=component, usd=float(usd))
+
+
+@serve.deployment(
+    name="Calls",
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    autoscaling_config=autoscaling(),
+    ray_actor_options=ACTOR_OPTIONS,
+)
+@serve.ingress()
+class CallsDeployment:
+    async def __init__(self, settings: Settings, analytics: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.context = await ReplicaContext.open(settings)
+        self.service = CallsService(pool=self.context.backends.pool, settings=settings)
+        self.analytics = analytics
+        self._gauge = asyncio.create_task(self._refresh_active_calls())
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_calls_api(
+            self.context.settings,
+            service=self.service,
+            metrics=self.context.metrics,
+            on_ended=self._feed_analytics if self.analytics is not None else None,
+        )
+
+    async def _feed_analytics(self, summary: CallSummary) -> None:
+        # Awaited so the statistics are current when the end answers; a failure only logs,
+        # and analytics' catch-up counts the call later.
+        assert self.analytics is not None
+        try:
+            await self.analytics.call("record_call_ended", summary={"call_id": summary.call_id})
+        except Exception:
+            log.warning("could not feed an ended call to analytics", exc_info=True)
+
+    async def _refresh_active_calls(self) -> None:
+        # A count from PostgreSQL, so every replica reports the same mesh-wide number.
+        while True:
+            try:
+                self.context.metrics.set_active_calls(await self.service.active_calls())
+            except Exception:
+                log.warning("could not count active calls", exc_info=True)
+            await asyncio.sleep(ACTIVE_CALLS_REFRESH_SECONDS)
+
+    async def __del__(self) -> None:
+        self._gauge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._gauge
+        await self.context.close()
+
+
+def calls_app(settings: Settings, analytics: RemoteDeployment | None = None) -> serve.Application:
+    return CallsDeployment.bind(settings, analytics)  # type: ignore[attr-defined]

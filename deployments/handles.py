@@ -1,0 +1,82 @@
+"""Calls from one service application to another, through Serve DeploymentHandles.
+
+Each service is its own application, so a deployment of another application cannot be bound
+into this one's graph (Serve allows one FastAPI ingress per application). The handle is looked
+up by name on first use instead, which also lets the applications deploy in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from services.errors import DependencyUnavailable, DomainError
+
+log = logging.getLogger(__name__)
+
+REMOTE_TIMEOUT_SECONDS = 5.0
+
+
+class RemoteDeployment:
+    """A deployment of another application, called by method name."""
+
+    def __init__(
+        self,
+        *,
+        deployment: str,
+        app_name: str,
+        what: str,
+        handle: DeploymentHandle | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.app_name = app_name
+        # Said to a caller when the other side cannot answer: "<what> cannot be checked...".
+        self.what = what
+        self._handle = handle
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            if self._handle is None:
+                # Looking a deployment up asks the controller and blocks; not on this loop.
+                self._handle = await asyncio.to_thread(
+                    serve.get_deployment_handle, self.deployment, self.app_name
+                )
+            response = getattr(self._handle, method).remote(**kwargs)
+            return await asyncio.wait_for(response, timeout=REMOTE_TIMEOUT_SECONDS)
+        except Exception as e:
+            # The other service refused (Ray wraps its error; the original is the cause):
+            # pass that refusal on as it was raised.
+            cause = getattr(e, "cause", e)
+            if isinstance(cause, DomainError):
+                raise cause from None
+            log.warning(
+                "remote deployment call failed",
+                extra={"deployment": self.deployment, "method": method},
+                exc_info=True,
+            )
+            raise DependencyUnavailable(
+                f"{self.what} cannot be checked for a moment; try again shortly."
+            ) from e
+
+
+class RemoteRequirementsChecker:
+    """Inventory's ``RequirementsChecker`` answered by the verification application."""
+
+    def __init__(self, remote: RemoteDeployment) -> None:
+        self.remote = remote
+
+    async def missing_requirements(
+        self, *, call_id: str | None, certification: str | None, min_insurance: Decimal | None
+    ) -> list[str]:
+        missing: list[str] = await self.remote.call(
+            "missing_requirements",
+            call_id=call_id,
+            certification=certification,
+            min_insurance=min_insurance,
+        )
+        return missing

@@ -1,0 +1,44 @@
+"""What every service replica sets up for itself: masked logs, its stores, its metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deployments import logmask
+from deployments.backends import Backends
+from deployments.metrics import RayMetrics
+from services.settings import Settings
+
+# Handlers await Redis and PostgreSQL; one replica keeps many requests in flight. The
+# autoscaler adds replicas when a replica averages more than TARGET_ONGOING in flight.
+MAX_ONGOING_REQUESTS = 256
+TARGET_ONGOING_REQUESTS = 64
+# Two cores for the whole mesh: replicas ask for a sliver, they mostly wait on I/O.
+NUM_CPUS = 0.1
+
+
+@dataclass
+class ReplicaContext:
+    settings: Settings
+    backends: Backends
+    metrics: RayMetrics
+
+    @classmethod
+    async def open(cls, settings: Settings) -> ReplicaContext:
+        logmask.install()
+        return cls(settings=settings, backends=await Backends.open(settings), metrics=RayMetrics())
+
+    async def close(self) -> None:
+        await self.backends.close()
+
+
+def autoscaling(*, max_replicas: int = 2) -> dict[str, int]:
+    """Defaults for ``autoscaling_config``; serve_config.yaml overrides them per deployment."""
+    return {
+        "min_replicas": 1,
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": TARGET_ONGOING_REQUESTS,
+    }
+
+
+ACTOR_OPTIONS: dict[str, float] = {"num_cpus": NUM_CPUS}

@@ -1,0 +1,198 @@
+"""The scheduling application at ``/scheduling``: service types, slots, appointments,
+customers and callbacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deployments.api import WRITE, IdempotencyKey, new_api
+from deployments.metrics import Metrics
+from deployments.replica import (
+    ACTOR_OPTIONS,
+    MAX_ONGOING_REQUESTS,
+    ReplicaContext,
+    autoscaling,
+)
+from services.errors import Unavailable
+from services.scheduling import (
+    Appointment,
+    BookRequest,
+    Callback,
+    Customer,
+    SchedulingService,
+    ServiceType,
+    SlotList,
+)
+from services.settings import Settings
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reschedule(_Body):
+    start: dt.datetime | str
+
+
+class AppointmentCancellation(_Body):
+    reason: str = Field(max_length=500)
+
+
+class CallbackRequest(_Body):
+    phone: str = Field(max_length=64)
+    reason: str = Field(max_length=500)
+    preferred_time: dt.datetime | str | None = None
+    call_id: str | None = Field(None, max_length=128)
+
+
+async def _scheduling(request: Request) -> SchedulingService:
+    service: SchedulingService = request.app.state.service
+    return service
+
+
+Scheduling = Annotated[SchedulingService, Depends(_scheduling)]
+PhoneQuery = Annotated[str, Query(max_length=64, description="As said or typed.")]
+
+
+def build_scheduling_api(
+    settings: Settings,
+    *,
+    service: SchedulingService | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    app = new_api(
+        service="scheduling",
+        title="callmesh scheduling",
+        settings=settings,
+        metrics=metrics,
+        state={"service": service},
+    )
+
+    def count(result: str) -> None:
+        if metrics is not None:
+            metrics.count_reservation(kind="appointment", result=result)
+
+    @app.get("/service-types", tags=["slots"])
+    async def list_service_types(scheduling: Scheduling) -> list[ServiceType]:
+        return await scheduling.list_service_types()
+
+    @app.get("/slots", tags=["slots"])
+    async def list_slots(
+        scheduling: Scheduling,
+        date: Annotated[dt.date, Query(description="YYYY-MM-DD, in the business time zone.")],
+        service_type: Annotated[str, Query(max_length=64)],
+    ) -> SlotList:
+        """Free start times of a service type on a day, and the next day with one if none."""
+        return await scheduling.list_slots(date, service_type)
+
+    @app.post("/appointments", status_code=201, dependencies=[WRITE], tags=["appointments"])
+    async def book_appointment(
+        body: BookRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
+    ) -> Appointment:
+        """Book the service at that start on the first free bay or clinician; 409 if taken."""
+        try:
+            appointment = await scheduling.book_appointment(body, idempotency_key=idempotency_key)
+        except Unavailable:
+            count("unavailable")
+            raise
+        count("confirmed")
+        return appointment
+
+    @app.get("/appointments/{appointment_id}", tags=["appointments"])
+    async def get_appointment(appointment_id: str, scheduling: Scheduling) -> Appointment:
+        return await scheduling.get_appointment(appointment_id)
+
+    @app.post(
+        "/appointments/{appointment_id}/reschedule", dependencies=[WRITE], tags=["appointments"]
+    )
+    async def reschedule_appointment(
+        appointment_id: str,
+        body: Reschedule,
+        scheduling: Scheduling,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Appointment:
+        """Move an appointment; a move that fails leaves it where it was."""
+        return await scheduling.reschedule_appointment(
+            appointment_id, body.start, idempotency_key=idempotency_key
+        )
+
+    @app.post("/appointments/{appointment_id}/cancel", dependencies=[WRITE], tags=["appointments"])
+    async def cancel_appointment(
+        appointment_id: str,
+        body: AppointmentCancellation,
+        scheduling: Scheduling,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Appointment:
+        """Cancel (the row stays, marked cancelled) and offer the time again."""
+        appointment = await scheduling.cancel_appointment(
+            appointment_id, body.reason, idempotency_key=idempotency_key
+        )
+        count("cancelled")
+        return appointment
+
+    # The phone number is a query parameter, not a path segment: paths go to access logs.
+    @app.get("/customers", tags=["customers"])
+    async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
+        """The customer with that phone number, their vehicles and learned preferences."""
+        return await scheduling.get_customer(phone)
+
+    @app.get("/appointments", tags=["appointments"])
+    async def list_customer_appointments(
+        phone: PhoneQuery, scheduling: Scheduling
+    ) -> list[Appointment]:
+        """A customer's upcoming confirmed appointments, soonest first."""
+        return await scheduling.list_customer_appointments(phone)
+
+    @app.post("/callbacks", status_code=201, dependencies=[WRITE], tags=["callbacks"])
+    async def schedule_callback(
+        body: CallbackRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
+    ) -> Callback:
+        """Promise a call back at the first business-hours time at or after the preferred one."""
+        return await scheduling.schedule_callback(
+            body.phone,
+            body.reason,
+            preferred_time=body.preferred_time,
+            call_id=body.call_id,
+            idempotency_key=idempotency_key,
+        )
+
+    @app.get("/callbacks", tags=["callbacks"])
+    async def list_callbacks(
+        scheduling: Scheduling, date: Annotated[dt.date | None, Query()] = None
+    ) -> list[Callback]:
+        """Callbacks of one day, or with no date every pending one from today on."""
+        return await scheduling.list_callbacks(date)
+
+    return app
+
+
+@serve.deployment(
+    name="Scheduling",
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    autoscaling_config=autoscaling(),
+    ray_actor_options=ACTOR_OPTIONS,
+)
+@serve.ingress()
+class SchedulingDeployment:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.context = await ReplicaContext.open(settings)
+        self.service = SchedulingService(
+            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_scheduling_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
+        )
+
+    async def __del__(self) -> None:
+        await self.context.close()
+
+
+def scheduling_app(settings: Settings) -> serve.Application:
+    return SchedulingDeployment.bind(settings)  # type: ignore[attr-defined]

@@ -1,0 +1,174 @@
+"""The verification application at ``/verification``: the four checks, a call's audit trail,
+spoken contact normalisation; and ``missing_requirements`` for inventory's confirm, called by
+DeploymentHandle."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deployments.api import WRITE, new_api
+from deployments.handles import RemoteDeployment
+from deployments.metrics import Metrics
+from deployments.replica import (
+    ACTOR_OPTIONS,
+    MAX_ONGOING_REQUESTS,
+    ReplicaContext,
+    autoscaling,
+)
+from services.settings import Settings
+from services.verification import (
+    ContactDetails,
+    VerificationProvider,
+    VerificationResult,
+    VerificationService,
+    build_provider,
+)
+
+APP_NAME = "verification"
+DEPLOYMENT_NAME = "Verification"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LicenceCheck(_Body):
+    call_id: str = Field(max_length=128)
+    licence_number: str = Field(max_length=64)
+    state: str | None = Field(None, max_length=32)
+
+
+class SiteCheck(_Body):
+    call_id: str = Field(max_length=128)
+    site_id: str = Field(max_length=200, description="The site's id or its street address.")
+    weight_class: str = Field(max_length=16)
+
+
+class OperatorCheck(_Body):
+    call_id: str = Field(max_length=128)
+    operator_id: str = Field(max_length=120, description="Operator licence id or full name.")
+    certification: str = Field(max_length=32)
+
+
+class InsuranceCheck(_Body):
+    call_id: str = Field(max_length=128)
+    policy_number: str = Field(max_length=64)
+    required_amount: Decimal
+
+
+class ContactText(_Body):
+    email: str | None = Field(None, max_length=320, description='As said: "john at gmail dot com".')
+    phone: str | None = Field(None, max_length=64)
+
+
+async def _verification(request: Request) -> VerificationService:
+    service: VerificationService = request.app.state.service
+    return service
+
+
+Verification = Annotated[VerificationService, Depends(_verification)]
+
+
+def build_verification_api(
+    settings: Settings,
+    *,
+    service: VerificationService | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    app = new_api(
+        service="verification",
+        title="callmesh verification",
+        settings=settings,
+        metrics=metrics,
+        state={"service": service},
+    )
+
+    @app.post("/business-licence", dependencies=[WRITE], tags=["checks"])
+    async def verify_business_licence(
+        body: LicenceCheck, verification: Verification
+    ) -> VerificationResult:
+        """Is the business licence on file (in that state), in good standing and current?"""
+        return await verification.verify_business_licence(
+            body.call_id, body.licence_number, body.state
+        )
+
+    @app.post("/site-safety", dependencies=[WRITE], tags=["checks"])
+    async def verify_site_safety(body: SiteCheck, verification: Verification) -> VerificationResult:
+        """Can the job site take a unit of that weight class?"""
+        return await verification.verify_site_safety(body.call_id, body.site_id, body.weight_class)
+
+    @app.post("/operator-certification", dependencies=[WRITE], tags=["checks"])
+    async def verify_operator_certification(
+        body: OperatorCheck, verification: Verification
+    ) -> VerificationResult:
+        """Does the operator hold the certification, current and full?"""
+        return await verification.verify_operator_certification(
+            body.call_id, body.operator_id, body.certification
+        )
+
+    @app.post("/insurance", dependencies=[WRITE], tags=["checks"])
+    async def verify_insurance(
+        body: InsuranceCheck, verification: Verification
+    ) -> VerificationResult:
+        """Is the policy current, covering at least the required amount?"""
+        return await verification.verify_insurance(
+            body.call_id, body.policy_number, body.required_amount
+        )
+
+    @app.get("/calls/{call_id}", tags=["checks"])
+    async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
+        """Every check recorded for the call, oldest first."""
+        return await verification.list_for_call(call_id)
+
+    @app.post("/contact", dependencies=[WRITE], tags=["contact"])
+    async def normalize_contact(body: ContactText, verification: Verification) -> ContactDetails:
+        """An email address and/or phone number as said or typed, in canonical form."""
+        return await verification.normalize_contact(email=body.email, phone=body.phone)
+
+    return app
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    autoscaling_config=autoscaling(),
+    ray_actor_options=ACTOR_OPTIONS,
+)
+@serve.ingress()
+class VerificationDeployment:
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.context = await ReplicaContext.open(settings)
+        self.provider: VerificationProvider = build_provider(settings, self.context.backends.pool)
+        self.service = VerificationService(
+            pool=self.context.backends.pool, provider=self.provider, settings=settings
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_verification_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
+        )
+
+    async def missing_requirements(
+        self, *, call_id: str | None, certification: str | None, min_insurance: Decimal | None
+    ) -> list[str]:
+        """Inventory's RequirementsChecker, over a DeploymentHandle."""
+        return await self.service.missing_requirements(
+            call_id=call_id, certification=certification, min_insurance=min_insurance
+        )
+
+    async def __del__(self) -> None:
+        await self.provider.aclose()
+        await self.context.close()
+
+
+def verification_app(settings: Settings) -> serve.Application:
+    return VerificationDeployment.bind(settings)  # type: ignore[attr-defined]
+
+
+def verification_remote() -> RemoteDeployment:
+    return RemoteDeployment(deployment=DEPLOYMENT_NAME, app_name=APP_NAME, what="Verifications")

@@ -11,6 +11,16 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
+# What asyncpg raises when PostgreSQL cannot be reached or stops answering: services turn these
+# into DependencyUnavailable (503 with Retry-After at the edge), never a crash.
+PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
 # Any 64-bit constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x63616C6C6D657368  # "callmesh"
 

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from asyncpg.types import Range
 from redis.exceptions import RedisError
 
+from services.db import PG_UNAVAILABLE
 from services.errors import (
     Conflict,
     DependencyUnavailable,
@@ -58,15 +59,6 @@ _claim = LuaScript("claim")
 _finalize = LuaScript("finalize")
 _unclaim = LuaScript("unclaim")
 _release = LuaScript("release")
-
-# What PostgreSQL raises when it cannot be reached or stops answering.
-PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
 
 
 @dataclass(frozen=True, slots=True)

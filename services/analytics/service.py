@@ -37,8 +37,8 @@ from services.analytics.models import (
 )
 from services.calls.events import one_of
 from services.calls.vocabulary import FLOWS
+from services.db import PG_UNAVAILABLE
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
-from services.reservations import PG_UNAVAILABLE
 from services.settings import Settings
 from services.validation import check_id, parse_date
 

@@ -44,8 +44,8 @@ from services.calls.models import (
     UsageEvent,
 )
 from services.calls.summary import Summarizer, build_summary, describe
+from services.db import PG_UNAVAILABLE
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
-from services.reservations import PG_UNAVAILABLE
 from services.settings import Settings
 from services.validation import check_id, clean_text
 

@@ -23,9 +23,10 @@ from asyncpg.types import Range
 from redis.exceptions import RedisError
 
 from services import idempotency
+from services.db import PG_UNAVAILABLE
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
 from services.normalize import normalize_email, normalize_phone
-from services.reservations import PG_UNAVAILABLE, Booking, Hold, ReservationStore
+from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
 from services.scheduling.business_hours import BusinessCalendar
 from services.scheduling.models import (

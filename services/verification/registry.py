@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from services.db import PG_UNAVAILABLE
 from services.errors import DependencyUnavailable, InvalidInput
-from services.reservations import PG_UNAVAILABLE
 from services.verification.models import WEIGHT_CLASSES, Finding, WeightClass
 
 _LICENCE_BY_NUMBER = """

@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 
 from services import normalize
+from services.db import PG_UNAVAILABLE
 from services.errors import DependencyUnavailable, InvalidInput
-from services.reservations import PG_UNAVAILABLE
 from services.settings import Settings
 from services.validation import check_id
 from services.verification import inputs

@@ -92,7 +92,7 @@ def build_calls_api(
     ) -> CallSummary:
         """End the call; the answer is its summary and its priced cost."""
         summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
-        if metrics is not None:
+        if metrics is not None and not summary.replayed:
             _record_call(metrics, summary)
         if on_ended is not None:
             await on_ended(summary)
@@ -107,8 +107,6 @@ def build_calls_api(
 
 
 def _record_call(metrics: Metrics, summary: CallSummary) -> None:
-    # An end repeated by a retry answers the stored summary again and is counted again: the
-    # summary does not say whether it was a replay.
     metrics.observe_call(
         flow=summary.flow,
         outcome=summary.outcome,

@@ -150,6 +150,9 @@ class CallSummary(BaseModel):
     summary_source: SummarySource
     tools: list[ToolUse]
     shared: dict[str, dict[str, str]]
+    # True when this answer repeats an earlier end of the same call: counters must not count
+    # it twice.
+    replayed: bool = False
 
 
 class EventsRecorded(BaseModel):

@@ -401,12 +401,12 @@ class CallsService:
                         conn, scope="calls.end", key=key, payload=payload
                     )
                 ):
-                    return CallSummary.model_validate(first)
+                    return CallSummary.model_validate({**first, "replayed": True})
                 row = await conn.fetchrow(_LOCK_CALL, call_id)
                 if row is None:
                     raise NotFound("There is no call with that id.", call_id=call_id)
                 if row["result"] is not None:
-                    answer = CallSummary.model_validate(row["result"])
+                    answer = CallSummary.model_validate({**row["result"], "replayed": True})
                 else:
                     events = [_event(r) for r in await conn.fetch(_SELECT_EVENTS, call_id)]
                     answer = self._summary(

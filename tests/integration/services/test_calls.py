@@ -187,7 +187,9 @@ async def test_end_prices_summarises_and_answers_the_same_every_time(fresh):
     assert datetime.fromisoformat(body["started_at"]) == call.started_at
 
     # Ending again, even with another outcome, returns the first answer; events are refused.
-    assert await service.end_call("call-1", {"outcome": "abandoned"}) == answer
+    again = await service.end_call("call-1", {"outcome": "abandoned"})
+    assert again.replayed and not answer.replayed
+    assert again.model_copy(update={"replayed": False}) == answer
     with pytest.raises(CallAlreadyEnded):
         await service.record_event("call-1", {"kind": "tool", "name": "late", "latency_ms": 1})
 
@@ -206,10 +208,8 @@ async def test_end_with_a_key_replays_and_refuses_the_key_for_another_request(fr
     await _started(service)
     first = await service.end_call("call-1", {"outcome": "transferred"}, idempotency_key="end-1")
     assert first.outcome == "transferred" and not first.booked
-    assert (
-        await service.end_call("call-1", {"outcome": "transferred"}, idempotency_key="end-1")
-        == first
-    )
+    again = await service.end_call("call-1", {"outcome": "transferred"}, idempotency_key="end-1")
+    assert again.replayed and again.model_copy(update={"replayed": False}) == first
     with pytest.raises(Conflict):
         await service.end_call("call-1", {"outcome": "booked"}, idempotency_key="end-1")
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.embedded import pid_alive
 from services.settings import Settings, get_settings
 
 log = logging.getLogger("callmesh")
@@ -68,22 +69,12 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # -- up -----------------------------------------------------------------------------------------
 
 
 def up_command(settings: Settings, args: argparse.Namespace) -> int:
     state = read_state(settings)
-    if state and _alive(int(state["pid"])):
+    if state and pid_alive(int(state["pid"])):
         print(f"callmesh is already running (pid {state['pid']}): {state['api_url']}")
         return 1
     config_path = Path(args.config)
@@ -208,16 +199,16 @@ def wait_healthy(url: str, stop: threading.Event) -> bool:
 
 def down_command(settings: Settings) -> int:
     state = read_state(settings)
-    if state is None or not _alive(int(state["pid"])):
+    if state is None or not pid_alive(int(state["pid"])):
         print("callmesh is not running")
         state_path(settings).unlink(missing_ok=True)
         return 0
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if pid_alive(pid):
         print(f"callmesh (pid {pid}) is still stopping", file=sys.stderr)
         return 1
     print("callmesh stopped")
@@ -230,7 +221,7 @@ def status_command(settings: Settings) -> int:
     import httpx
 
     state = read_state(settings)
-    if state is None or not _alive(int(state["pid"])):
+    if state is None or not pid_alive(int(state["pid"])):
         print("callmesh is not running")
         return 3
     print(f"API {state['api_url']}   dashboard {state['dashboard_url']}")

@@ -81,7 +81,7 @@ class EmbeddedStores:
 
     def postgres_running(self) -> bool:
         pidfile = self.pg_dir / "postmaster.pid"
-        return pidfile.exists() and _pid_alive(int(pidfile.read_text().split()[0]))
+        return pidfile.exists() and pid_alive(int(pidfile.read_text().split()[0]))
 
     def stop_postgres(self) -> None:
         if not self.postgres_running():
@@ -138,7 +138,7 @@ class EmbeddedStores:
         if not self.redis_pidfile.exists():
             return False
         try:
-            return _pid_alive(int(self.redis_pidfile.read_text().strip()))
+            return pid_alive(int(self.redis_pidfile.read_text().strip()))
         except ValueError:
             return False
 
@@ -148,11 +148,12 @@ class EmbeddedStores:
         pid = int(self.redis_pidfile.read_text().strip())
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this id exists (even one owned by another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -43,6 +43,7 @@ from services.errors import (
     Unavailable,
 )
 from services.kv import LuaScript
+from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,18 @@ class ReservationStore:
         self.prefix = prefix
         self.hold_ttl_seconds = hold_ttl_seconds
         self.pending_ttl_seconds = pending_ttl_seconds
+
+    @classmethod
+    def from_settings(
+        cls, *, pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings
+    ) -> ReservationStore:
+        return cls(
+            pool=pool,
+            redis=redis,
+            tz=settings.tz,
+            prefix=settings.redis_prefix,
+            hold_ttl_seconds=settings.hold_ttl_seconds,
+        )
 
     # -- grid and keys ------------------------------------------------------------------------
 

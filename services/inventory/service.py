@@ -135,12 +135,8 @@ class InventoryService:
         self.redis = redis
         self.settings = settings
         self.tz = settings.tz
-        self.store = reservations or ReservationStore(
-            pool=pool,
-            redis=redis,
-            tz=settings.tz,
-            prefix=settings.redis_prefix,
-            hold_ttl_seconds=settings.hold_ttl_seconds,
+        self.store = reservations or ReservationStore.from_settings(
+            pool=pool, redis=redis, settings=settings
         )
         self.requirements = requirements
         self.unit_cache_seconds = unit_cache_seconds

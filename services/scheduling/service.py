@@ -180,12 +180,8 @@ class SchedulingService:
         self.tz = settings.tz
         self.calendar = BusinessCalendar(settings)
         self.cell_seconds = settings.slot_minutes * 60
-        self.reservations = reservations or ReservationStore(
-            pool=pool,
-            redis=redis,
-            tz=settings.tz,
-            prefix=settings.redis_prefix,
-            hold_ttl_seconds=settings.hold_ttl_seconds,
+        self.reservations = reservations or ReservationStore.from_settings(
+            pool=pool, redis=redis, settings=settings
         )
         self._clock = clock
 

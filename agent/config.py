@@ -1,0 +1,34 @@
+"""The agent worker's own settings.
+
+The agent reaches the mesh over HTTP only, so it reads just what it needs to do that (and to
+pick its models) and nothing from :mod:`services.settings`. Environment variables keep the
+mesh's names: ``CALLMESH_MESH_URL`` and ``CALLMESH_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLMESH_", env_file=".env", extra="ignore")
+
+    mesh_url: str = "http://127.0.0.1:8000"
+    api_token: SecretStr | None = None
+
+    # A tool answers while the caller waits in silence: give up fast and say so.
+    mesh_connect_timeout_seconds: float = Field(0.5, gt=0, le=10)
+    mesh_timeout_seconds: float = Field(2.0, gt=0, le=30)
+    # Retries of one request on a timeout or a 503, with the same Idempotency-Key.
+    mesh_retries: int = Field(1, ge=0, le=3)
+
+    # The flow when neither the job nor the room names one.
+    default_flow: str = "appointment"
+
+    # Models of the production pipeline (the plugins read their API keys from the usual
+    # DEEPGRAM_API_KEY, OPENAI_API_KEY and CARTESIA_API_KEY).
+    stt_model: str = "nova-3"
+    llm_model: str = "gpt-4.1-mini"
+    tts_model: str = "sonic-3"
+    tts_voice: str | None = None

@@ -134,11 +134,13 @@ def test_the_readme_try_it_block_runs_as_written(mesh: Path) -> None:
     assert '"reference"' in out  # the appointment and the rental were confirmed
     assert '"total_usd"' in out  # the call ended with its cost
     assert '"slots"' in out and '"service_type"' in out
-    # The confirmed rental is a row the API can read back.
-    booking = re.search(r'"booking_id":\s*"([0-9a-f-]{36})"', out)
-    assert booking, out
-    status, body = _get(f"/inventory/bookings/{booking.group(1)}")
+    # The confirmed rental (the block's last booking; the appointment's comes first) is a row
+    # the API can read back.
+    bookings = re.findall(r'"booking_id":\s*"([0-9a-f-]{36})"', out)
+    assert len(bookings) >= 2, out
+    status, body = _get(f"/inventory/bookings/{bookings[-1]}")
     assert status == 200, body
+    assert json.loads(body)["unit_id"] == "GEN-701"
 
 
 def test_status_lists_the_applications(mesh: Path) -> None:

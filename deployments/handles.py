@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from services.errors import DependencyUnavailable, DomainError
+from services.inventory import HoldRequest, HoldResponse, ReleaseResult, RentalBooking
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +81,30 @@ class RemoteRequirementsChecker:
             min_insurance=min_insurance,
         )
         return missing
+
+
+class RemoteVehicleHolds:
+    """Scheduling's ``VehicleHolds`` (test drives) answered by the inventory application."""
+
+    def __init__(self, remote: RemoteDeployment) -> None:
+        self.remote = remote
+
+    async def create_hold(
+        self, request: HoldRequest, *, idempotency_key: str | None = None
+    ) -> HoldResponse:
+        hold: HoldResponse = await self.remote.call(
+            "create_hold", request=request, idempotency_key=idempotency_key
+        )
+        return hold
+
+    async def confirm_hold(
+        self, hold_id: str, *, idempotency_key: str | None = None
+    ) -> RentalBooking:
+        booking: RentalBooking = await self.remote.call(
+            "confirm_hold", hold_id=hold_id, idempotency_key=idempotency_key
+        )
+        return booking
+
+    async def release_hold(self, hold_id: str) -> ReleaseResult:
+        released: ReleaseResult = await self.remote.call("release_hold", hold_id=hold_id)
+        return released

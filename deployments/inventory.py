@@ -30,6 +30,7 @@ from services.inventory import (
     InventoryService,
     RateAgreement,
     RateProposal,
+    ReleaseResult,
     RentalBooking,
     RequirementsChecker,
     Unit,
@@ -197,6 +198,18 @@ class InventoryDeployment:
             self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
+    # Called by the scheduling application (DeploymentHandle) to book a test-drive car.
+    async def create_hold(
+        self, request: HoldRequest, idempotency_key: str | None = None
+    ) -> HoldResponse:
+        return await self.service.create_hold(request, idempotency_key=idempotency_key)
+
+    async def confirm_hold(self, hold_id: str, idempotency_key: str | None = None) -> RentalBooking:
+        return await self.service.confirm_hold(hold_id, idempotency_key=idempotency_key)
+
+    async def release_hold(self, hold_id: str) -> ReleaseResult:
+        return await self.service.release_hold(hold_id)
+
     async def __del__(self) -> None:
         await self.context.close()
 
@@ -205,3 +218,7 @@ def inventory_app(
     settings: Settings, verification: RemoteDeployment | None = None
 ) -> serve.Application:
     return InventoryDeployment.bind(settings, verification)  # type: ignore[attr-defined]
+
+
+def inventory_remote() -> RemoteDeployment:
+    return RemoteDeployment(deployment="Inventory", app_name="inventory", what="Vehicles")

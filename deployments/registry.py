@@ -35,11 +35,12 @@ GATEWAY_DEPLOYMENT = "Gateway"
 
 def service_apps() -> list[ServiceApp]:
     """Every service application, in the order they are deployed; the handles between them
-    (inventory -> verification, calls -> analytics) are wired here and nowhere else."""
+    (inventory -> verification, scheduling -> inventory for test drives, calls -> analytics)
+    are wired here and nowhere else."""
     # Imported here: each module defines Serve deployments, and the gateway imports this one.
     from deployments.analytics import analytics_app, analytics_remote, build_analytics_api
     from deployments.calls import build_calls_api, calls_app
-    from deployments.inventory import build_inventory_api, inventory_app
+    from deployments.inventory import build_inventory_api, inventory_app, inventory_remote
     from deployments.scheduling import build_scheduling_api, scheduling_app
     from deployments.verification import (
         build_verification_api,
@@ -66,7 +67,7 @@ def service_apps() -> list[ServiceApp]:
             name="scheduling",
             route_prefix="/scheduling",
             deployment="Scheduling",
-            build=scheduling_app,
+            build=lambda settings: scheduling_app(settings, inventory_remote()),
             schema=build_scheduling_api,
         ),
         ServiceApp(

@@ -1,5 +1,6 @@
 """The scheduling application at ``/scheduling``: service types, slots, appointments,
-customers and callbacks."""
+customers, callbacks, and dealership test drives (which hold a demo car through a handle to
+the inventory application)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.api import WRITE, IdempotencyKey, new_api
+from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
@@ -27,6 +29,8 @@ from services.scheduling import (
     SchedulingService,
     ServiceType,
     SlotList,
+    TestDrive,
+    TestDriveRequest,
 )
 from services.settings import Settings
 
@@ -102,6 +106,19 @@ def build_scheduling_api(
             raise
         count("confirmed")
         return appointment
+
+    @app.post("/test-drives", status_code=201, dependencies=[WRITE], tags=["appointments"])
+    async def book_test_drive(
+        body: TestDriveRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
+    ) -> TestDrive:
+        """Book the sales desk and a demo car together, or neither; 409 if either is taken."""
+        try:
+            drive = await scheduling.book_test_drive(body, idempotency_key=idempotency_key)
+        except Unavailable:
+            count("unavailable")
+            raise
+        count("confirmed")
+        return drive
 
     @app.get("/appointments/{appointment_id}", tags=["appointments"])
     async def get_appointment(appointment_id: str, scheduling: Scheduling) -> Appointment:
@@ -179,10 +196,13 @@ def build_scheduling_api(
 )
 @serve.ingress()
 class SchedulingDeployment:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+    async def __init__(self, settings: Settings, inventory: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
         self.context = await ReplicaContext.open(settings)
         self.service = SchedulingService(
-            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
+            pool=self.context.backends.pool,
+            redis=self.context.backends.redis,
+            settings=settings,
+            vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -194,5 +214,7 @@ class SchedulingDeployment:
         await self.context.close()
 
 
-def scheduling_app(settings: Settings) -> serve.Application:
-    return SchedulingDeployment.bind(settings)  # type: ignore[attr-defined]
+def scheduling_app(
+    settings: Settings, inventory: RemoteDeployment | None = None
+) -> serve.Application:
+    return SchedulingDeployment.bind(settings, inventory)  # type: ignore[attr-defined]

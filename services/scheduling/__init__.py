@@ -2,7 +2,8 @@
 
 Business hours and closed days, a slot grid, service types with a duration and a price range,
 customers known by their phone number, appointments (list slots, book, reschedule, cancel),
-preferences learned from bookings, and callbacks when no human is free.
+preferences learned from bookings, callbacks when no human is free, and dealership test
+drives (the sales desk and a demo car, booked together or not at all).
 """
 
 from services.scheduling.business_hours import BusinessCalendar
@@ -14,10 +15,13 @@ from services.scheduling.models import (
     ServiceType,
     Slot,
     SlotList,
+    TestDrive,
+    TestDriveRequest,
     Vehicle,
     VehicleIn,
 )
 from services.scheduling.service import SchedulingService
+from services.scheduling.vehicles import VehicleHolds
 
 __all__ = [
     "Appointment",
@@ -29,6 +33,9 @@ __all__ = [
     "ServiceType",
     "Slot",
     "SlotList",
+    "TestDrive",
+    "TestDriveRequest",
     "Vehicle",
+    "VehicleHolds",
     "VehicleIn",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -105,3 +105,29 @@ class Callback(BaseModel):
     scheduled_for: datetime
     status: Literal["pending", "done", "cancelled"]
     call_id: str | None
+
+
+class TestDriveRequest(_Request):
+    """A test drive: the sales desk at ``start`` and the demo car ``vehicle_unit_id``."""
+
+    __test__: ClassVar[bool] = False  # a domain name, not a pytest test class
+
+    phone: str
+    vehicle_unit_id: str
+    start: datetime | str
+    name: str | None = None
+    email: str | None = None
+    notes: str | None = None
+    call_id: str | None = None
+
+
+class TestDrive(BaseModel):
+    """Both halves of a booked test drive; there is never one without the other."""
+
+    __test__: ClassVar[bool] = False  # a domain name, not a pytest test class
+
+    appointment: Appointment
+    vehicle_booking_id: str
+    vehicle_reference: str
+    vehicle_unit_id: str
+    vehicle_name: str

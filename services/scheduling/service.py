@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from services import idempotency
 from services.db import PG_UNAVAILABLE
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
+from services.inventory import HoldRequest
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
@@ -37,16 +38,21 @@ from services.scheduling.models import (
     ServiceType,
     Slot,
     SlotList,
+    TestDrive,
+    TestDriveRequest,
     Vehicle,
     VehicleIn,
 )
 from services.scheduling.preferences import learn_preferences
+from services.scheduling.vehicles import VehicleHolds
 from services.settings import Settings
 from services.validation import check_id, check_number, clean_text, parse_date, parse_datetime
 
 log = logging.getLogger(__name__)
 
 KIND = "appointment"
+# The service type of a dealership test drive (served by the sales desk).
+TEST_DRIVE = "test_drive"
 # A booking's hold is confirmed at once; a short life means a crash between the two steps frees
 # the time within seconds instead of minutes.
 BOOKING_HOLD_SECONDS = 30
@@ -172,9 +178,12 @@ class SchedulingService:
         redis: aioredis.Redis,
         settings: Settings,
         reservations: ReservationStore | None = None,
+        vehicles: VehicleHolds | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.pool = pool
+        # Inventory's demo cars, for test drives; None where the dealership desk is not wired.
+        self.vehicles = vehicles
         self.redis = redis
         self.settings = settings
         self.tz = settings.tz
@@ -302,6 +311,83 @@ class SchedulingService:
                 wanted.start, st.duration_minutes, self._clock(), what=st.spoken
             )
             return await self._book(st, wanted, end, key)
+
+    async def book_test_drive(
+        self, request: TestDriveRequest, idempotency_key: str | None = None
+    ) -> TestDrive:
+        """Book a test drive: a sales-desk appointment and the demo car, together or not at all.
+
+        The car is held first (cheap to let go), then the appointment is booked, then the car's
+        hold is confirmed. A failure at any step undoes the steps before it, so a caller is
+        never told of half a test drive.
+        """
+        if self.vehicles is None:
+            raise DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+        key = idempotency.check_key(idempotency_key)
+        unit_id = check_id(request.vehicle_unit_id, field="vehicle_unit_id")
+        wanted = self._check_booking(
+            BookRequest(
+                phone=request.phone,
+                service_type=TEST_DRIVE,
+                start=request.start,
+                notes=request.notes,
+                name=request.name,
+                email=request.email,
+                call_id=request.call_id,
+            )
+        )
+        payload = {**wanted.payload(), "vehicle_unit_id": unit_id}
+        async with self._write("scheduling.test_drive", key):
+            if key and (prior := await idempotency.replay(
+                self.pool, scope="scheduling.test_drive", key=key, payload=payload
+            )):  # fmt: skip
+                return TestDrive.model_validate(prior)
+            st = await self._service_type(TEST_DRIVE)
+            end = self.calendar.check_start(
+                wanted.start, st.duration_minutes, self._clock(), what=st.spoken
+            )
+            hold = await self.vehicles.create_hold(
+                HoldRequest(unit_id=unit_id, start=wanted.start, end=end, call_id=wanted.call_id)
+            )
+            try:
+                appointment = await self._book(st, wanted, end, None)
+            except BaseException:
+                await self._let_vehicle_go(hold.hold_id)
+                raise
+            try:
+                car = await self.vehicles.confirm_hold(hold.hold_id)
+            except BaseException:
+                await self.cancel_appointment(
+                    appointment.appointment_id, reason="the test-drive car could not be booked"
+                )
+                await self._let_vehicle_go(hold.hold_id)
+                raise
+            answer = TestDrive(
+                appointment=appointment,
+                vehicle_booking_id=car.booking_id,
+                vehicle_reference=car.reference,
+                vehicle_unit_id=car.unit_id,
+                vehicle_name=car.unit_name,
+            )
+            if key:
+                with _storage_errors():
+                    async with self.pool.acquire() as conn:
+                        await idempotency.remember(
+                            conn,
+                            scope="scheduling.test_drive",
+                            key=key,
+                            payload=payload,
+                            response=answer.model_dump(mode="json"),
+                        )
+            return answer
+
+    async def _let_vehicle_go(self, hold_id: str) -> None:
+        assert self.vehicles is not None
+        try:
+            await self.vehicles.release_hold(hold_id)
+        except Exception:
+            # The hold expires on its own; the caller's answer is the error being raised.
+            log.warning("could not release a test-drive car hold", extra={"hold_id": hold_id})
 
     def _check_booking(self, request: BookRequest) -> _Wanted:
         vehicle = _check_vehicle(request.vehicle) if request.vehicle else None

@@ -1,0 +1,53 @@
+"""A dealership test drive over real HTTP: the scheduling application books the sales desk
+and holds and confirms the demo car through its handle to the inventory application."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TZ = ZoneInfo("America/New_York")
+
+
+def _weekday_at(hour: int) -> str:
+    day: date = datetime.now(TZ).date() + timedelta(days=4)
+    while day.weekday() > 4:
+        day += timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, 30, tzinfo=TZ).isoformat()
+
+
+async def test_a_test_drive_books_desk_and_car_through_the_handle(client: httpx.AsyncClient):
+    start = _weekday_at(15)
+    body = {"phone": "+15553330101", "vehicle_unit_id": "VEH-CIVIC-01", "start": start}
+    r = await client.post("/scheduling/test-drives", json=body, headers={"Idempotency-Key": "td-a"})
+    assert r.status_code == 201, r.text
+    drive = r.json()
+    assert drive["appointment"]["service_type"] == "test_drive"
+    car = await client.get(f"/inventory/bookings/{drive['vehicle_booking_id']}")
+    assert car.status_code == 200 and car.json()["unit_id"] == "VEH-CIVIC-01"
+
+    replay = await client.post(
+        "/scheduling/test-drives", json=body, headers={"Idempotency-Key": "td-a"}
+    )
+    assert replay.status_code == 201 and replay.json() == drive
+
+    # The same car at the same time for someone else: refused, and no appointment is made.
+    other = {**body, "phone": "+15553330102"}
+    taken = await client.post("/scheduling/test-drives", json=other)
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["error"]["code"] == "unavailable"
+    mine = await client.get("/scheduling/appointments", params={"phone": "+15553330102"})
+    assert mine.status_code == 200 and mine.json() == []
+
+
+async def test_an_unknown_car_is_404_and_books_nothing(client: httpx.AsyncClient):
+    body = {"phone": "+15553330103", "vehicle_unit_id": "VEH-NOPE-99", "start": _weekday_at(16)}
+    r = await client.post("/scheduling/test-drives", json=body)
+    assert r.status_code == 404, r.text
+    mine = await client.get("/scheduling/appointments", params={"phone": "+15553330103"})
+    assert mine.json() == []

@@ -46,9 +46,14 @@ fix: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## make bench: holds/s and confirmed bookings/s, mesh vs the same code in one uvicorn process
+## (p50/p99, ratio, invariant); take it on a quiet machine. BENCH_ARGS=--json for JSON.
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.bench --seconds 15 --connections 64 $(BENCH_ARGS)
+
 ## make bench-hops: holds/s through one hop vs two, Serve throughput flags off vs on
 bench-hops: $(STAMP)
-	$(BIN)/python -m deployments.bench_hops --seconds 15 --connections 64
+	$(BIN)/python -m loadtest.bench_hops --seconds 15 --connections 64
 
 clean:
 	rm -rf $(VENV) .callmesh .pytest_cache .ruff_cache .mypy_cache

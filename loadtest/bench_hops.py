@@ -7,7 +7,7 @@ applications over the real Redis reserve script, and drives both from one client
 * ``/direct``: the proxy routes a hold straight to the replica that runs it (one hop).
 * ``/via``: an ingress replica forwards the hold by DeploymentHandle to another (two hops).
 
-Run: ``python -m deployments.bench_hops --seconds 15 --connections 64`` (Redis from
+Run: ``python -m loadtest.bench_hops --seconds 15 --connections 64`` (Redis from
 ``REDIS_URL``, default 127.0.0.1:6379). Compare the numbers of one run as ratios; the
 absolute values depend on what else the machine is doing.
 """
@@ -15,7 +15,6 @@ absolute values depend on what else the machine is doing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -25,9 +24,12 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
+
+from loadtest import httpload
 
 _FLAGS = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 
@@ -107,47 +109,42 @@ def _build_apps(redis_url: str, max_ongoing: int) -> list[tuple[Any, str, str]]:
 async def _drive(
     url: str, seconds: float, connections: int, bodies: list[dict[str, str]] | None = None
 ) -> dict[str, float]:
-    # aiohttp, not httpx: httpx's connection pool tops out at a few hundred requests per
-    # second on this machine and would measure itself instead of the mesh.
-    import aiohttp
-
-    latencies: list[float] = []
+    """POST ``url`` from ``connections`` keep-alive clients (:mod:`loadtest.httpload`, the one
+    load generator of the benchmarks) for ``seconds``, after 50 warm-up requests."""
+    parts = urlsplit(url)
+    base, path = f"{parts.scheme}://{parts.netloc}", parts.path
+    # Against the real inventory a taken day (409) is a hold answered too.
+    answered = (201, 409) if bodies else (201,)
+    ok: list[float] = []
     errors = 0
-    stop_at = time.monotonic() + seconds
-
     sent = 0
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors, sent
-        while time.monotonic() < stop_at:
-            body = bodies[sent % len(bodies)] if bodies else None
-            sent += 1
-            t0 = time.perf_counter()
-            try:
-                async with session.post(url, json=body) as r:
-                    await r.read()
-                    # Against the real inventory a taken day (409) is a hold answered too.
-                    ok = r.status in (201, 409) if bodies else r.status == 201
-            except aiohttp.ClientError:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - t0)
+    async def hold(conn: httpload.Connection, rec: httpload.Recorder, _: int) -> None:
+        nonlocal sent, errors
+        body = bodies[sent % len(bodies)] if bodies else {}
+        sent += 1
+        resp = await rec.timed("hold", conn, "POST", path, body)
+        if rec is not warm_recorder:
+            if resp.status in answered:
+                ok.append(rec.by_name["hold"].latencies[-1])
             else:
                 errors += 1
 
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for i in range(50):  # warm up the route and the replicas' connections
-            async with session.post(url, json=bodies[i] if bodies else None) as r:
-                await r.read()
-        began = time.monotonic()
-        await asyncio.gather(*(worker(session) for _ in range(connections)))
-        elapsed = time.monotonic() - began
-    latencies.sort()
+    warm_recorder = httpload.Recorder()
+    warm = httpload.Connection(base)
+    try:
+        for _ in range(50):  # warm up the route and the replicas' connections
+            await hold(warm, warm_recorder, 0)
+    finally:
+        await warm.close()
+    _, elapsed = await httpload.run_closed_loop(
+        base, hold, connections=connections, duration_seconds=seconds
+    )
+    ok.sort()
     return {
-        "holds_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else 0.0,
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else 0.0,
+        "holds_per_s": round(len(ok) / elapsed, 1),
+        "p50_ms": round(statistics.median(ok) * 1000, 1) if ok else 0.0,
+        "p99_ms": round(ok[int(len(ok) * 0.99)] * 1000, 1) if ok else 0.0,
         "errors": errors,
     }
 
@@ -166,7 +163,7 @@ def _one_run(seconds: float, connections: int, max_ongoing: int, port: int) -> d
         result: dict[str, Any] = {f: os.environ.get(f, "0") for f in _FLAGS}
         for name in ("direct", "via"):
             url = f"http://127.0.0.1:{port}/{name}/holds"
-            result[name] = asyncio.run(_drive(url, seconds, connections))
+            result[name] = httpload.run(_drive(url, seconds, connections))
         return result
     finally:
         serve.shutdown()
@@ -186,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.url:
-        print(json.dumps(asyncio.run(_drive_mesh(args.url, args.seconds, args.connections))))
+        print(json.dumps(httpload.run(_drive_mesh(args.url, args.seconds, args.connections))))
         return
     if args.child:
         print(json.dumps(_one_run(args.seconds, args.connections, args.max_ongoing, args.port)))
@@ -194,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     for flags in ("0", "1"):
         env = {**os.environ, **dict.fromkeys(_FLAGS, flags)}
         out = subprocess.run(
-            [sys.executable, "-m", "deployments.bench_hops", "--child", *_pass_on(args)],
+            [sys.executable, "-m", "loadtest.bench_hops", "--child", *_pass_on(args)],
             env=env,
             capture_output=True,
             text=True,

@@ -11,12 +11,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header
+from fastapi.telemetry import TelemetryConfig
 
 from deployments.edge import EdgeMiddleware, install_error_handlers, require_token
 from deployments.metrics import Metrics
 from services.settings import Settings
 
 VERSION = "0.1.0"
+
+_NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 # Every mutating route lists this in ``dependencies=``; a unit test checks none is missing.
 WRITE = Depends(require_token)
@@ -39,6 +47,7 @@ def new_api(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=None if settings.otel_telemetry else _NO_TELEMETRY,
     )
     app.state.api_token = settings.api_token
     app.state.settings = settings

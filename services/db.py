@@ -30,12 +30,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    asyncpg still rolls back an open transaction before calling this. The reset query
+    (unlock advisory locks, close cursors, UNLISTEN, RESET ALL) would be one more round trip
+    on every release, i.e. on every booking; callmesh leaves no session state behind (the
+    migration runner unlocks its advisory lock itself), so there is nothing to reset."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         # Every timestamp crosses the wire as UTC; the business zone is applied in Python.
         server_settings={"timezone": "UTC", "application_name": "callmesh"},
         command_timeout=10,

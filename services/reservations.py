@@ -17,6 +17,7 @@ releases the cells (conflict) or restores the hold (database unreachable), so no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import secrets
@@ -71,6 +72,7 @@ class Hold:
     expires_at: datetime
     kind: str
     call_id: str | None
+    cell_seconds: int
     # Anything the owning service stored with the hold (unit requirements, negotiated rate...).
     fields: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
@@ -121,6 +123,18 @@ def new_reference() -> str:
 
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
+
+
+def _fingerprint(
+    resource_id: str,
+    start: datetime,
+    end: datetime,
+    cell_seconds: int,
+    kind: str,
+    call_id: str | None,
+) -> str:
+    what = f"{resource_id}|{_ms(start)}|{_ms(end)}|{cell_seconds}|{kind}|{call_id or ''}"
+    return hashlib.sha256(what.encode()).hexdigest()[:24]
 
 
 def _from_ms(ms: int | str) -> datetime:
@@ -241,7 +255,14 @@ class ReservationStore:
         tag = self._tag(resource_id)
         keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
         keys += self.cell_keys(resource_id, cells)
-        args: list[Any] = [token, ttl_ms, "1" if idempotency_key else "0"]
+        # A replay must ask for the same thing: the key's record carries the request's
+        # fingerprint, and the script refuses the key for anything else.
+        fingerprint = (
+            _fingerprint(resource_id, start, end, cell_seconds, kind, call_id)
+            if idempotency_key
+            else ""
+        )
+        args: list[Any] = [token, ttl_ms, fingerprint]
         for k, v in stored.items():
             args += [k, v]
         try:
@@ -249,6 +270,11 @@ class ReservationStore:
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
         status = int(result[0])
+        if status == 4:
+            raise Conflict(
+                "That idempotency key was already used for a different hold; use a new key.",
+                idempotency_key=idempotency_key,
+            )
         if status == 0:
             taken_at = start + timedelta(seconds=cell_seconds * (int(result[1]) - 1))
             if cell_seconds == DAY:
@@ -273,6 +299,7 @@ class ReservationStore:
             expires_at=_from_ms(expires_ms),
             kind=kind,
             call_id=call_id,
+            cell_seconds=cell_seconds,
             fields=dict(fields or {}),
         )
 
@@ -306,6 +333,7 @@ class ReservationStore:
             expires_at=_from_ms(raw["expires_ms"]),
             kind=raw["kind"],
             call_id=raw["call_id"] or None,
+            cell_seconds=int(raw["cell_seconds"]),
             fields={k: v for k, v in raw.items() if k not in own},
             replayed=replayed,
         )
@@ -333,18 +361,24 @@ class ReservationStore:
     # -- confirm ------------------------------------------------------------------------------
 
     async def confirm_hold(
-        self, hold_id: str, *, write_details: WriteDetails | None = None
+        self,
+        hold_id: str,
+        *,
+        write_details: WriteDetails | None = None,
+        hold: Hold | None = None,
     ) -> Booking:
-        """Turn a hold into a booking row. Confirming the same hold again returns that booking."""
+        """Turn a hold into a booking row. Confirming the same hold again returns that booking.
+
+        ``hold`` is the hold as the caller just read or placed it, which saves reading it again
+        (a hold's cells never change; the claim below re-checks that it still owns them)."""
         resource_id, token = self.parse_hold_id(hold_id)
         key = self.hold_key(hold_id)
-        raw = await self._read_hold_hash(key)
-        if not raw:
-            return await self._confirmed_or_expired(hold_id)
-        hold = self._hold_from_hash(hold_id, raw)
-        cell_keys = self.cell_keys(
-            resource_id, self.cells(hold.start, hold.end, int(raw["cell_seconds"]))
-        )
+        if hold is None or hold.hold_id != hold_id:
+            raw = await self._read_hold_hash(key)
+            if not raw:
+                return await self._confirmed_or_expired(hold_id)
+            hold = self._hold_from_hash(hold_id, raw)
+        cell_keys = self.cell_keys(resource_id, self.cells(hold.start, hold.end, hold.cell_seconds))
 
         booking_id = uuid.uuid4()
         pending = f"P:{booking_id}"
@@ -418,6 +452,13 @@ class ReservationStore:
                     if write_details is not None:
                         await write_details(conn, booking, hold)
                     return booking
+            except asyncpg.DeadlockDetectedError:
+                # Two inserts of overlapping ranges can each wait for the other's exclusion
+                # check; PostgreSQL aborts one. Its transaction is gone, so run it again: it
+                # now sees the other's row (a conflict) or none (that one rolled back).
+                if attempt < 4:
+                    continue
+                raise
             except asyncpg.UniqueViolationError as e:
                 if e.constraint_name == "bookings_reference_key" and attempt < 4:
                     continue  # a reference collision: draw another
@@ -528,18 +569,22 @@ class ReservationStore:
             drop_hash=False,
         )
 
-    async def mark_booked(self, booking: Booking, cell_seconds: int) -> None:
-        """Mark the cells of a booking that was written without a hold (a move) as booked."""
+    async def _mark_moved(self, moved: Booking, cell_seconds: int, hold: Hold | None) -> None:
+        """Mark the cells of a moved booking as booked: the fresh ones still carry the move's
+        hold marker, the ones it kept carry the booking's own. Drops the move's hold hash."""
         cell_keys = self.cell_keys(
-            booking.resource_id, self.cells(booking.start, booking.end, cell_seconds)
+            moved.resource_id, self.cells(moved.start, moved.end, cell_seconds)
         )
+        booked = f"B:{moved.booking_id}"
+        if hold is not None:
+            hold_key, held = self.hold_key(hold.hold_id), f"H:{self.parse_hold_id(hold.hold_id)[1]}"
+        else:
+            hold_key, held = f"{self._tag(moved.resource_id)}:h:-", booked
         try:
-            await _finalize(
-                self.redis,
-                [f"{self._tag(booking.resource_id)}:h:-", *cell_keys],
-                [f"B:{booking.booking_id}", f"B:{booking.booking_id}", _ms(booking.end)],
-            )
+            await _finalize(self.redis, [hold_key, *cell_keys], [held, booked, _ms(moved.end)])
         except RedisError:
+            # PostgreSQL has the move; the fresh cells stay held until the hold's TTL and
+            # PostgreSQL keeps refusing overlaps after that.
             log.warning("could not mark moved booking's cells as booked")
 
     async def move_booking(
@@ -596,13 +641,18 @@ class ReservationStore:
             if hold is not None:
                 await self.release_hold(hold.hold_id)
             raise
-        await self.free_booked_cells(old, cell_seconds)
-        await self.mark_booked(moved, cell_seconds)
-        if hold is not None:
-            try:
-                await self.redis.delete(self.hold_key(hold.hold_id))
-            except RedisError:
-                pass
+        # New cells booked first, then the old ones it left freed: no cell of the booking is
+        # ever free in Redis in between.
+        await self._mark_moved(moved, cell_seconds, hold)
+        kept = set(wanted) if resource_id == old.resource_id else set()
+        left = [c for c in self.cells(old.start, old.end, cell_seconds) if c not in kept]
+        if left:
+            await self._release_quietly(
+                f"{self._tag(old.resource_id)}:h:-",
+                self.cell_keys(old.resource_id, left),
+                f"B:{old.booking_id}",
+                drop_hash=False,
+            )
         return moved
 
     async def _reserve_cell_list(
@@ -624,7 +674,7 @@ class ReservationStore:
             "call_id": "",
             "expires_ms": str(int(time.time() * 1000) + ttl_ms),
         }
-        args: list[Any] = [token, ttl_ms, "0"]
+        args: list[Any] = [token, ttl_ms, ""]
         for k, v in stored.items():
             args += [k, v]
         keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self.cell_keys(resource_id, cells)]
@@ -644,6 +694,7 @@ class ReservationStore:
             expires_at=_from_ms(stored["expires_ms"]),
             kind=kind,
             call_id=None,
+            cell_seconds=cell_seconds,
         )
 
     def _cell_start(self, cell: int, cell_seconds: int) -> datetime:

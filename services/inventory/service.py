@@ -529,7 +529,7 @@ class InventoryService:
             written.append(rental)
 
         try:
-            booking = await self.store.confirm_hold(hold_id, write_details=write_rental)
+            booking = await self.store.confirm_hold(hold_id, write_details=write_rental, hold=hold)
         except asyncpg.UniqueViolationError as e:
             # The same idempotency key was used by a concurrent confirm of another hold.
             if key is not None and e.constraint_name == "idempotency_keys_pkey":

@@ -1,18 +1,26 @@
 -- Reserve every grid cell of a request, or none.
--- KEYS[1]   the hold hash            {p}:{r:<resource>}:h:<token>
--- KEYS[2]   the idempotency key      {p}:{r:<resource>}:i:<key>  (ignored unless ARGV[3] == '1')
--- KEYS[3..] the cell keys            {p}:{r:<resource>}:c:<cell>
+-- KEYS[1]   the hold hash            <prefix>:{r:<resource>}:h:<token>
+-- KEYS[2]   the idempotency key      <prefix>:{r:<resource>}:i:<key>  (ignored if ARGV[3] == '')
+-- KEYS[3..] the cell keys            <prefix>:{r:<resource>}:c:<cell>
 -- ARGV[1]   holder token
 -- ARGV[2]   TTL in milliseconds
--- ARGV[3]   '1' when an idempotency key is given
+-- ARGV[3]   the request's fingerprint when an idempotency key is given, else ''
 -- ARGV[4..] field, value pairs stored in the hold hash
 -- Returns {1, token} reserved; {2, token} replay of an earlier hold with this idempotency key;
+--         {4} the idempotency key was used for a different request on this resource;
 --         {0, n, value} the n-th cell (1-based) is taken, value is its current marker.
 -- All keys share the resource's hash tag, so the script is valid in Redis Cluster.
-if ARGV[3] == '1' then
+if ARGV[3] ~= '' then
   local prior = redis.call('GET', KEYS[2])
   if prior then
-    return {2, prior}
+    local token, fingerprint = string.match(prior, '^(%S+) (%S+)$')
+    if not token then
+      return {2, prior}  -- recorded before keys carried a fingerprint
+    end
+    if fingerprint ~= ARGV[3] then
+      return {4}
+    end
+    return {2, token}
   end
 end
 for i = 3, #KEYS do
@@ -27,7 +35,7 @@ for i = 3, #KEYS do
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[2])
 end
 return {1, ARGV[1]}

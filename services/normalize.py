@@ -36,7 +36,7 @@ _PHONE_FILLER = {
     "my", "number", "phone", "is", "it", "its", "it's", "the", "area", "code", "cell",
     "mobile", "home", "work", "call", "me", "at", "on", "and", "then", "uh", "um", "er", "ah",
     "dash", "hyphen", "dot", "point", "space", "a", "that's", "thats", "country", "okay", "ok",
-    "so", "yes", "yeah", "sure",
+    "so", "yes", "yeah", "sure", "number's", "please", "thanks", "thank", "you",
 }  # fmt: skip
 _PHONE_TOKEN = re.compile(r"\+|\d|[a-z']+")
 _PHONE_ALLOWED = re.compile(r"^[0-9a-z' ()+.,/-]*$")
@@ -221,6 +221,11 @@ def normalize_email(text: str) -> str:
             repeat = _REPEATS[token]
             continue
         if token in _EMAIL_IGNORED:
+            continue
+        if token in _TEENS:
+            # "nineteen eighty five" is 1985, as in phone numbers.
+            pieces.append(str(_TEENS[token]))
+            repeat = 1
             continue
         if token in _TENS:
             # "eighty four" is 84 and a lone "eighty" is 80, as in phone numbers.

@@ -36,6 +36,20 @@ PHONES_VALID = [
     ("area code 212, then 555 0199", "+12125550199"),
     ("uh, it's two one two, five five five, oh one nine nine", "+12125550199"),
     ("\uff15\uff15\uff15 123 4567", "+15551234567"),  # full-width digits from some keyboards
+    ("plus one (555) 212-4439", "+15552124439"),
+    ("+1-555-212-4439", "+15552124439"),
+    ("001 555 212 4439", "+15552124439"),
+    ("Five-Five-Five, Two-One-Two, Four-Four-Three-Nine", "+15552124439"),
+    ("five fifty five, two twelve, forty four thirty nine", "+15552124439"),
+    ("triple five, two one two, four four three nine", "+15552124439"),
+    ("five five five, two one two, double four three nine", "+15552124439"),
+    ("nine one seven, five five five, oh one oh oh", "+19175550100"),
+    ("five five five two one two forty four hundred", "+15552124400"),
+    ("sure, my cell is five five five, two one two, four four three nine", "+15552124439"),
+    ("my number's five five five, two one two, four four three nine", "+15552124439"),
+    ("five five five two one two four four three nine, thank you", "+15552124439"),
+    ("+33 1 42 68 53 00", "+33142685300"),
+    ("oh oh four four, two oh, seven nine four six, oh nine five eight", "+442079460958"),
 ]
 
 PHONES_INVALID = [
@@ -112,6 +126,18 @@ EMAILS_VALID = [
     ("room twenty at example dot com", "room20@example.com"),
     # A stray pause word at either end is a speech artefact, not part of the address.
     ("dot john at gmail dot com.", "john@gmail.com"),
+    ("j o h n underscore doe at yahoo dot co dot uk", "john_doe@yahoo.co.uk"),
+    ("jane nineteen eighty five at gmail dot com", "jane1985@gmail.com"),
+    ("kim thirteen at example dot com", "kim13@example.com"),
+    ("j dot doe one nine eight five at gmail dot com", "j.doe1985@gmail.com"),
+    ("first dot last at mail dot example dot org", "first.last@mail.example.org"),
+    ("that's sam at example dot net", "sam@example.net"),
+    ("my email address is sam at example dot net", "sam@example.net"),
+    ("sam at example dot n e t", "sam@example.net"),
+    ("sam all one word at example dot com", "sam@example.com"),
+    ("sam at example dot com dot au", "sam@example.com.au"),
+    ("sam, dot, jones, at, example, dot, com", "sam.jones@example.com"),
+    ("Sam.Jones+work@Example.co.uk", "sam.jones+work@example.co.uk"),
 ]
 
 EMAILS_INVALID = [

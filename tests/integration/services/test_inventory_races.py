@@ -87,8 +87,9 @@ async def test_200_coroutines_race_for_overlapping_days(fresh):
 
     results = Counter(await asyncio.gather(*(attempt(svc, i, today) for i in range(n))))
 
-    print(f"\n[{fresh.kind}] 200 coroutines: {dict(results)} (feasible {feasible})")
-    assert results == {"won": feasible, "conflict": n - feasible}
+    tally = f"[{fresh.kind}] 200 coroutines: {dict(results)} (feasible {feasible})"
+    print("\n" + tally)
+    assert results == {"won": feasible, "conflict": n - feasible}, tally
     assert await _bookings_and_overlaps(fresh.pool) == (feasible, feasible, 0)
 
 
@@ -176,9 +177,13 @@ async def test_4_processes_race_for_overlapping_days(fresh):
     for counts in per_worker:
         total.update(counts)
 
-    print(f"\n[{fresh.kind}] {processes}x{per_process} processes: {per_worker} -> {dict(total)}")
-    assert all(w.exitcode == 0 for w in workers)
-    assert total == {"won": feasible, "conflict": n - feasible}
+    tally = (
+        f"[{fresh.kind}] {processes}x{per_process} processes: {per_worker} -> {dict(total)} "
+        f"(feasible {feasible})"
+    )
+    print("\n" + tally)
+    assert all(w.exitcode == 0 for w in workers), tally
+    assert total == {"won": feasible, "conflict": n - feasible}, tally
     assert await _bookings_and_overlaps(fresh.pool) == (feasible, feasible, 0)
 
 
@@ -218,6 +223,7 @@ async def test_postgres_alone_refuses_double_booking_when_redis_holds_disagree(f
     finally:
         async for key in fresh.redis.scan_iter(match=f"{fresh.prefix}_*", count=1000):
             await fresh.redis.delete(key)
-    print(f"\n[{fresh.kind}] split Redis, {replicas} confirms: {dict(results)}")
-    assert results == {"won": 1, "conflict": replicas - 1}
+    tally = f"[{fresh.kind}] split Redis, {replicas} confirms: {dict(results)} (feasible 1)"
+    print("\n" + tally)
+    assert results == {"won": 1, "conflict": replicas - 1}, tally
     assert await _bookings_and_overlaps(fresh.pool) == (1, 1, 0)

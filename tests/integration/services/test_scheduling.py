@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -292,20 +293,58 @@ async def test_200_callers_race_for_four_slots_and_each_bay_is_given_once(fresh)
         return start, "won"
 
     results = await asyncio.gather(*(attempt(i) for i in range(200)))
+    outcomes = [r for _, r in results]
+    tally = (
+        f"[{fresh.kind}] 200 callers: {outcomes.count('won')} won, "
+        f"{outcomes.count('conflict')} conflicts (feasible 12)"
+    )
+    assert (outcomes.count("won"), outcomes.count("conflict")) == (12, 188), tally
     for start in slots:
-        outcomes = [r for s, r in results if s == start]
-        assert outcomes.count("won") == 3, start  # the pool has three bays
-        assert outcomes.count("conflict") == 47
+        per_start = [r for s, r in results if s == start]
+        # The pool has three bays.
+        assert (per_start.count("won"), per_start.count("conflict")) == (3, 47), (start, tally)
     assert await _count(fresh.pool, "appointments") == 12
     assert await _count(fresh.pool, "confirmed") == 12
     assert await _overlaps(fresh.pool) == 0
     assert (await svc.list_slots(monday, "oil_change")).slots[0].start == _at(monday, 11)
 
 
+def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _maximal_disjoint_sets(
+    ranges: list[tuple[datetime, datetime]],
+) -> list[tuple[tuple[datetime, datetime], ...]]:
+    """Every set of pairwise-disjoint ranges to which no other range could be added: what one
+    bay can end up holding when each caller takes the first bay free for their time."""
+    found = []
+    for size in range(1, len(ranges) + 1):
+        for chosen in itertools.combinations(ranges, size):
+            disjoint = not any(_overlap(a, b) for a, b in itertools.combinations(chosen, 2))
+            if disjoint and all(
+                any(_overlap(r, c) for c in chosen) for r in ranges if r not in chosen
+            ):
+                found.append(chosen)
+    return found
+
+
 async def test_200_callers_race_for_overlapping_hours_and_nothing_overlaps(fresh):
+    """200 callers want a 60-minute brake inspection at 9:00, 9:30, 10:00 or 10:30 on one of
+    three bays. A caller is refused only when their hour overlaps a booking on every bay, and
+    nothing is given back during the race, so each bay ends holding a maximal set of disjoint
+    hours: {9:00, 10:00}, {9:00, 10:30} or {9:30, 10:30}, two every time. However the race is
+    ordered, exactly six win: fewer means a feasible booking was refused, more an overlap."""
     svc = _service(fresh)
     tuesday = _day(1)
     starts = [_at(tuesday, 9), _at(tuesday, 9, 30), _at(tuesday, 10), _at(tuesday, 10, 30)]
+    hour = timedelta(minutes=60)
+    ranges = [(s, s + hour) for s in starts]
+    bays = [f"svc-bay-{n}" for n in (1, 2, 3)]
+    maximal = _maximal_disjoint_sets(ranges)
+    assert {len(m) for m in maximal} == {2}  # every maximal choice per bay is a maximum one
+    feasible = len(bays) * 2
+    n = 200
 
     async def attempt(i: int) -> Appointment | None:
         try:
@@ -313,14 +352,31 @@ async def test_200_callers_race_for_overlapping_hours_and_nothing_overlaps(fresh
         except Unavailable:
             return None
 
-    results = await asyncio.gather(*(attempt(i) for i in range(200)))
+    results = await asyncio.gather(*(attempt(i) for i in range(n)))
     won = [a for a in results if a is not None]
-    # Each bay fits one or two 60-minute inspections between 9:00 and 11:30.
-    assert 3 <= len(won) <= 6
-    assert await _count(fresh.pool, "appointments") == len(won)
+    lost = [ranges[i % 4] for i, a in enumerate(results) if a is None]
+    tally = f"[{fresh.kind}] {n} callers: {len(won)} won, {len(lost)} conflicts"
+    tally += f" (feasible {feasible})"
+    print("\n" + tally)
+    assert (len(won), len(lost)) == (feasible, n - feasible), tally
+
+    by_bay = {bay: [(a.start, a.end) for a in won if a.resource_id == bay] for bay in bays}
+    assert sorted(len(held) for held in by_bay.values()) == [2, 2, 2], by_bay
+    for bay, held in by_bay.items():
+        assert not any(_overlap(a, b) for a, b in itertools.combinations(held, 2)), bay
+        # Every refused caller's hour really was taken on this bay.
+        assert all(any(_overlap(r, h) for h in held) for r in lost), bay
+    assert await _count(fresh.pool, "appointments") == feasible
     assert await _overlaps(fresh.pool) == 0
-    for appt in won:  # every answer given is a row
-        assert (await svc.get_appointment(appt.appointment_id)).start == appt.start
+    rows = await fresh.pool.fetch(
+        """SELECT a.appointment_id::text AS appointment_id, b.resource_id, b.during
+             FROM appointments a JOIN bookings b USING (booking_id)
+            WHERE b.status <> 'cancelled'"""
+    )
+    # Every answer given is a row, and every row an answer given.
+    assert {(r["appointment_id"], r["resource_id"], r["during"].lower) for r in rows} == {
+        (a.appointment_id, a.resource_id, a.start) for a in won
+    }
 
 
 async def test_20_retries_with_one_key_book_once(fresh):

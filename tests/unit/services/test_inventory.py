@@ -1,7 +1,11 @@
-"""The inventory service's pure parts: amounts, categories, date ranges, sentences, models."""
+"""The inventory service's pure parts: amounts, categories, date ranges, sentences, models, and
+the contract between negotiate.lua and its caller."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -10,6 +14,7 @@ import pytest
 
 from services.errors import InvalidInput
 from services.inventory import HORIZON_DAYS, HoldRequest, InventoryService, RentalBooking
+from services.inventory import service as inventory_service
 from services.inventory.requirements import describe_requirements, spoken_list
 from services.inventory.service import _category_candidates, _parse_amount
 from services.settings import Settings
@@ -151,6 +156,36 @@ def test_models_serialise_to_json_friendly_values() -> None:
     assert HoldRequest(unit_id="X-1", start=date(2026, 3, 14)).start == date(2026, 3, 14)
 
 
-def test_negotiate_script_documents_its_contract() -> None:
+def test_negotiate_codes_agree_between_the_script_and_propose_rate() -> None:
+    """negotiate.lua answers with a code; propose_rate turns each one into an answer. The codes
+    the script returns, the ones its header documents and the ones the caller handles (every
+    one but 1, accepted, which falls through to the agreement) must be the same set, and every
+    reply must have the eight fields propose_rate reads."""
     source = (resources.files("services") / "lua" / "negotiate.lua").read_text("utf-8")
-    assert "KEYS[1]" in source and "ARGV[2]" in source and "Returns" in source
+    lines = source.splitlines()
+    header_end = next(i for i, line in enumerate(lines) if not line.startswith("--"))
+    header, body = "\n".join(lines[:header_end]), "\n".join(lines[header_end:])
+
+    replies = re.findall(r"return \{([^}]*)\}", body)
+    returned = {int(reply.split(",")[0]) for reply in replies}
+    assert all(len(reply.split(",")) == 8 for reply in replies), replies
+    code_table = header.split("where code is", 1)[1].split("Only codes", 1)[0]
+    documented = {int(code) for code in re.findall(r"\b(\d)\s+[a-z]", code_table)}
+
+    module = ast.parse(inspect.getsource(inventory_service))
+    propose = next(
+        node
+        for node in ast.walk(module)
+        if isinstance(node, ast.AsyncFunctionDef) and node.name == "propose_rate"
+    )
+    handled = {
+        node.comparators[0].value
+        for node in ast.walk(propose)
+        if isinstance(node, ast.Compare)
+        and isinstance(node.left, ast.Name)
+        and node.left.id == "code"
+        and isinstance(node.ops[0], ast.Eq)
+        and isinstance(node.comparators[0], ast.Constant)
+    }
+    assert returned == documented == {0, 1, 3, 4, 5, 6, 7}
+    assert handled | {1} == returned and 1 not in handled

@@ -1,0 +1,51 @@
+"""The Lua scripts' headers: each states the KEYS and ARGV it reads, and its return values.
+
+The header is the only place a reader of the Python caller learns what a script expects, so a
+script that reads a key or argument its header does not name (or names one it no longer reads)
+is a contract gone stale.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+_FOLDER = resources.files("services") / "lua"
+SCRIPTS = sorted(p.name for p in _FOLDER.iterdir() if p.name.endswith(".lua"))
+_INDEX = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
+_OPEN_ENDED = re.compile(r"\b(KEYS|ARGV)\[(\d+)\.\.\]")
+
+
+def _header_and_body(name: str) -> tuple[str, str]:
+    lines = (_FOLDER / name).read_text("utf-8").splitlines()
+    end = next(i for i, line in enumerate(lines) if not line.startswith("--"))
+    return "\n".join(lines[:end]), "\n".join(lines[end:])
+
+
+def test_every_script_is_checked() -> None:
+    assert SCRIPTS == [
+        "claim.lua",
+        "finalize.lua",
+        "negotiate.lua",
+        "release.lua",
+        "reserve.lua",
+        "unclaim.lua",
+    ]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_header_names_exactly_the_keys_and_arguments_the_script_reads(name: str) -> None:
+    header, body = _header_and_body(name)
+    documented = {(kind, int(n)) for kind, n in _INDEX.findall(header)}
+    open_from = {kind: int(n) for kind, n in _OPEN_ENDED.findall(header)}
+    read = {(kind, int(n)) for kind, n in _INDEX.findall(body)}
+    undocumented = {(kind, n) for kind, n in read - documented if n < open_from.get(kind, n + 1)}
+    stale = documented - read
+    assert undocumented == set(), f"{name} reads {sorted(undocumented)} without naming them"
+    assert stale == set(), f"{name} names {sorted(stale)} it never reads"
+    assert ("KEYS", 1) in documented or "KEYS" in open_from
+    assert re.search(r"^-- Returns ", header, re.MULTILINE), f"{name} states no return values"

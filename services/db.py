@@ -23,6 +23,8 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 # Any 64-bit constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x63616C6C6D657368  # "callmesh"
+# Migrations (and replicas waiting for another's) may outlast the pool's command timeout.
+MIGRATION_TIMEOUT_SECONDS = 600.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -69,7 +71,10 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
     """
     applied: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+        # Replicas starting together wait here for the first one's migrations.
+        await conn.execute(
+            "SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID, timeout=MIGRATION_TIMEOUT_SECONDS
+        )
         try:
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -81,7 +86,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                 if version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(sql)
+                    await conn.execute(sql, timeout=MIGRATION_TIMEOUT_SECONDS)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version) VALUES ($1)", version
                     )

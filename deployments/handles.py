@@ -20,6 +20,9 @@ from services.inventory import HoldRequest, HoldResponse, ReleaseResult, RentalB
 
 log = logging.getLogger(__name__)
 
+# How long a caller waits for another application. Giving up does not cancel the request: it
+# may still run to its end on the other side, so a write that timed out has an unknown outcome
+# (asked again with the same idempotency key, it answers what happened).
 REMOTE_TIMEOUT_SECONDS = 5.0
 
 
@@ -41,6 +44,9 @@ class RemoteDeployment:
         self._handle = handle
 
     async def call(self, method: str, **kwargs: Any) -> Any:
+        """Call ``method`` on a replica. A refusal of the other service is raised as it was;
+        anything else (unreachable, failed, timed out) is ``DependencyUnavailable``, which for
+        a write means "outcome unknown", not "not done"."""
         try:
             if self._handle is None:
                 # Looking a deployment up asks the controller and blocks; not on this loop.
@@ -49,6 +55,16 @@ class RemoteDeployment:
                 )
             response = getattr(self._handle, method).remote(**kwargs)
             return await asyncio.wait_for(response, timeout=REMOTE_TIMEOUT_SECONDS)
+        except TimeoutError as e:
+            # Not cancelled on the replica (response.cancel() could cut a write half way):
+            # it may still complete.
+            log.warning(
+                "remote deployment call timed out; its outcome is unknown",
+                extra={"deployment": self.deployment, "method": method},
+            )
+            raise DependencyUnavailable(
+                f"{self.what} cannot be checked for a moment; try again shortly."
+            ) from e
         except Exception as e:
             # The other service refused (Ray wraps its error; the original is the cause):
             # pass that refusal on as it was raised.
@@ -84,7 +100,10 @@ class RemoteRequirementsChecker:
 
 
 class RemoteVehicleHolds:
-    """Scheduling's ``VehicleHolds`` (test drives) answered by the inventory application."""
+    """Scheduling's ``VehicleHolds`` (test drives) answered by the inventory application.
+
+    Every write carries the idempotency key it is given, so a create or confirm whose answer
+    was lost (``DependencyUnavailable``) can be asked again and answers what happened."""
 
     def __init__(self, remote: RemoteDeployment) -> None:
         self.remote = remote

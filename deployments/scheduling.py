@@ -4,7 +4,10 @@ the inventory application)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import logging
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -33,6 +36,13 @@ from services.scheduling import (
     TestDriveRequest,
 )
 from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How often a replica settles test drives that never finished (a replica died half way, or
+# inventory could not say whether the car was booked). Every step is idempotent, so replicas
+# sweeping at the same time do no harm.
+TEST_DRIVE_SWEEP_SECONDS = 60.0
 
 
 class _Body(BaseModel):
@@ -204,13 +214,31 @@ class SchedulingDeployment:
             settings=settings,
             vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
+        self._sweeper: asyncio.Task[None] | None = None
+        if inventory is not None:
+            self._sweeper = asyncio.create_task(self._settle_test_drives())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_scheduling_api(
             self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
+    async def _settle_test_drives(self) -> None:
+        while True:
+            await asyncio.sleep(TEST_DRIVE_SWEEP_SECONDS)
+            try:
+                settled = await self.service.settle_test_drives()
+            except Exception:
+                log.warning("could not sweep unsettled test drives", exc_info=True)
+                continue
+            if settled:
+                log.info("settled unfinished test drives", extra={"settled": settled})
+
     async def __del__(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.context.close()
 
 

@@ -7,11 +7,13 @@ transaction as the booking row, so every confirmed answer is a row in PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,8 +26,16 @@ from redis.exceptions import RedisError
 
 from services import idempotency
 from services.db import PG_UNAVAILABLE
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
-from services.inventory import HoldRequest
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    HoldExpired,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+from services.inventory import HoldRequest, HoldResponse, RentalBooking
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
@@ -62,6 +72,32 @@ _SERVICE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _IDEMPOTENCY_PKEY = "idempotency_keys_pkey"
 # How long a request holding an idempotency key may take before a twin stops waiting for it.
 IDEMPOTENCY_LOCK_SECONDS = 30
+
+# Test drives (a saga over the sales desk and a demo car; see book_test_drive). Its records are
+# idempotency records: first answer wins, written in the transaction of the step they describe.
+_TD_ANSWER = "scheduling.test_drive"  # the caller's answer, under the caller's key
+_TD_STARTED = "scheduling.test_drive.started"  # an attempt of a caller's key began
+_TD_BOOKED = "scheduling.test_drive.booked"  # its appointment exists (and which car hold)
+_TD_SETTLED = "scheduling.test_drive.settled"  # both halves exist, or neither
+_DRIVE_CANCEL_REASON = "the test-drive car could not be booked"
+# Pauses before each try of a saga step whose outcome was unknown (a timeout, a store down).
+TEST_DRIVE_RETRY_PAUSES: tuple[float, ...] = (0.0, 0.2, 0.5)
+# Attempts one idempotency key may make (each earlier one failed and was undone).
+TEST_DRIVE_MAX_ATTEMPTS = 20
+# The sweep looks at attempts older than a car hold's life plus this, and younger than the
+# horizon (an attempt still unsettled after that has been logged for days; a person decides).
+_SWEEP_MARGIN_SECONDS = 60
+_SWEEP_HORIZON = timedelta(days=14)
+# Attempts that booked an appointment and were never settled, oldest first.
+_SELECT_UNSETTLED_TEST_DRIVES = """
+SELECT b.key
+  FROM idempotency_keys b
+ WHERE b.scope = $1
+   AND b.created_at < now() - make_interval(secs => $3)
+   AND b.created_at > now() - make_interval(secs => $5)
+   AND NOT EXISTS (SELECT 1 FROM idempotency_keys s WHERE s.scope = $2 AND s.key = b.key)
+ ORDER BY b.created_at
+ LIMIT $4"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +202,56 @@ def _parse_uuid(value: str | uuid.UUID, *, what: str, field: str) -> uuid.UUID:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _DriveAttempt:
+    """One attempt at a test drive. ``key`` is ``<caller's key>|<n>``, or ``~<random>|0``
+    without one (``~`` and ``|`` never occur in a caller's key); every step's idempotency key
+    derives from it."""
+
+    key: str
+
+    def step_key(self, step: str) -> str:
+        return f"td-{hashlib.sha256(self.key.encode()).hexdigest()[:40]}-{step}"
+
+    @property
+    def record(self) -> dict[str, str]:
+        """The payload of the attempt's own records (booked, settled)."""
+        return {"attempt": self.key}
+
+
+def _drive_answer(appointment: Appointment, car: RentalBooking) -> TestDrive:
+    return TestDrive(
+        appointment=appointment,
+        vehicle_booking_id=car.booking_id,
+        vehicle_reference=car.reference,
+        vehicle_unit_id=car.unit_id,
+        vehicle_name=car.unit_name,
+    )
+
+
+def _retry_pauses() -> tuple[float, ...]:
+    return TEST_DRIVE_RETRY_PAUSES
+
+
+def _unknown_error(cause: BaseException | None) -> DependencyUnavailable:
+    """What the caller hears when a step's outcome stayed unknown: try again shortly."""
+    if isinstance(cause, DependencyUnavailable):
+        return cause
+    error = DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+    error.__cause__ = cause
+    return error
+
+
+def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
+    # A saga whose caller went away still ends; its error is logged, not left unretrieved.
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.debug("test drive ended with an error", exc_info=error)
+
+
+# Called inside the appointment's transaction (a test drive records its saga step there).
+_AlsoWrite = Callable[[asyncpg.Connection, Appointment], Awaitable[None]]
 
 
 class SchedulingService:
@@ -312,15 +398,44 @@ class SchedulingService:
             )
             return await self._book(st, wanted, end, key)
 
+    # -- dealership test drives -----------------------------------------------------------------
+    #
+    # A test drive is a saga over two services: the sales desk (an appointment, here) and a demo
+    # car (a hold and its confirm, in inventory, reached through ``VehicleHolds``). Each attempt
+    # has a key (the caller's idempotency key and the attempt's number, or a random one) and
+    # every step's idempotency key derives from it:
+    #
+    #   1. record the attempt          (with a caller's key: it numbers that key's attempts)
+    #   2. hold the car                (undone by letting the hold go; it lapses at its TTL)
+    #   3. book the desk appointment   (and record, in the same transaction, that it exists)
+    #   4. confirm the car             (a timeout leaves its outcome unknown: asked again)
+    #   5. record the attempt settled, with the caller's answer
+    #
+    # After step 3 a failure settles the CAR first, because a confirm can land after its caller
+    # stopped waiting: letting the hold go either succeeds (then no confirm can book it any
+    # more) or finds it gone, and confirming a gone hold only looks up the booking made from
+    # it. A booked car keeps the appointment (the test drive stands); a car that is certainly
+    # not booked cancels the appointment. When the car's fate cannot be learned, nothing is
+    # cancelled and the attempt stays unsettled: a retry with the same key, or
+    # ``settle_test_drives`` (the scheduling deployment runs it), finishes it later. So after
+    # any failure there are both halves or neither, and a car hold at most until its TTL.
+
     async def book_test_drive(
         self, request: TestDriveRequest, idempotency_key: str | None = None
     ) -> TestDrive:
         """Book a test drive: a sales-desk appointment and the demo car, together or not at all.
 
         The car is held first (cheap to let go), then the appointment is booked, then the car's
-        hold is confirmed. A failure at any step undoes the steps before it, so a caller is
-        never told of half a test drive.
+        hold is confirmed; a failure undoes what was done (see the saga notes above). The saga
+        runs to its end even if the caller goes away, so a compensation never stops half way.
         """
+        task = asyncio.ensure_future(self._book_test_drive(request, idempotency_key))
+        task.add_done_callback(_retrieve_outcome)
+        return await asyncio.shield(task)
+
+    async def _book_test_drive(
+        self, request: TestDriveRequest, idempotency_key: str | None
+    ) -> TestDrive:
         if self.vehicles is None:
             raise DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
         key = idempotency.check_key(idempotency_key)
@@ -337,57 +452,371 @@ class SchedulingService:
             )
         )
         payload = {**wanted.payload(), "vehicle_unit_id": unit_id}
-        async with self._write("scheduling.test_drive", key):
+        async with self._write(_TD_ANSWER, key):
             if key and (prior := await idempotency.replay(
-                self.pool, scope="scheduling.test_drive", key=key, payload=payload
+                self.pool, scope=_TD_ANSWER, key=key, payload=payload
             )):  # fmt: skip
                 return TestDrive.model_validate(prior)
             st = await self._service_type(TEST_DRIVE)
             end = self.calendar.check_start(
                 wanted.start, st.duration_minutes, self._clock(), what=st.spoken
             )
-            hold = await self.vehicles.create_hold(
-                HoldRequest(unit_id=unit_id, start=wanted.start, end=end, call_id=wanted.call_id)
+            attempt, earlier = await self._next_drive_attempt(key, payload)
+            if earlier is not None:
+                return earlier
+            car_request = HoldRequest(
+                unit_id=unit_id, start=wanted.start, end=end, call_id=wanted.call_id
             )
-            try:
-                appointment = await self._book(st, wanted, end, None)
-            except BaseException:
-                await self._let_vehicle_go(hold.hold_id)
-                raise
-            try:
-                car = await self.vehicles.confirm_hold(hold.hold_id)
-            except BaseException:
-                await self.cancel_appointment(
-                    appointment.appointment_id, reason="the test-drive car could not be booked"
-                )
-                await self._let_vehicle_go(hold.hold_id)
-                raise
-            answer = TestDrive(
-                appointment=appointment,
-                vehicle_booking_id=car.booking_id,
-                vehicle_reference=car.reference,
-                vehicle_unit_id=car.unit_id,
-                vehicle_name=car.unit_name,
+            return await self._run_drive(attempt, st, wanted, end, car_request, key, payload)
+
+    async def _next_drive_attempt(
+        self, key: str | None, payload: dict[str, Any]
+    ) -> tuple[_DriveAttempt, TestDrive | None]:
+        """The next attempt for this request, after settling any earlier attempt of its key.
+        If an earlier attempt had in fact booked both halves, its test drive is the answer."""
+        if key is None:
+            return _DriveAttempt(f"~{uuid.uuid4().hex}|0"), None
+        for n in range(TEST_DRIVE_MAX_ATTEMPTS):
+            attempt = _DriveAttempt(f"{key}|{n}")
+            # Refuses a key reused for another request (Conflict), as every replay does.
+            started = await idempotency.replay(
+                self.pool, scope=_TD_STARTED, key=attempt.key, payload=payload
             )
-            if key:
-                with _storage_errors():
+            if started is None:
+                try:
                     async with self.pool.acquire() as conn:
                         await idempotency.remember(
                             conn,
-                            scope="scheduling.test_drive",
-                            key=key,
+                            scope=_TD_STARTED,
+                            key=attempt.key,
                             payload=payload,
-                            response=answer.model_dump(mode="json"),
+                            response={"attempt": n},
                         )
-            return answer
+                except asyncpg.UniqueViolationError:
+                    raise DependencyUnavailable(
+                        "That request is still being processed; try again in a moment."
+                    ) from None
+                return attempt, None
+            # That attempt never answered (it failed, or its process died): settle it first.
+            drive = await self._settle_drive(attempt)
+            if drive is not None:
+                await self._remember_drive(attempt, key, payload, drive, settled=True)
+                return attempt, drive
+        raise Conflict(
+            "That request was tried too many times with one idempotency key; use a new key.",
+            idempotency_key=key,
+        )
 
-    async def _let_vehicle_go(self, hold_id: str) -> None:
-        assert self.vehicles is not None
+    async def _run_drive(
+        self,
+        attempt: _DriveAttempt,
+        st: _ServiceType,
+        wanted: _Wanted,
+        end: datetime,
+        car_request: HoldRequest,
+        key: str | None,
+        payload: dict[str, Any],
+    ) -> TestDrive:
+        hold = await self._hold_car(attempt, car_request)
+
+        async def record_booked(conn: asyncpg.Connection, appointment: Appointment) -> None:
+            await idempotency.remember(
+                conn,
+                scope=_TD_BOOKED,
+                key=attempt.key,
+                payload=attempt.record,
+                response={"appointment_id": appointment.appointment_id, "hold_id": hold.hold_id},
+            )
+
         try:
-            await self.vehicles.release_hold(hold_id)
+            appointment = await self._book(st, wanted, end, None, also=record_booked)
         except Exception:
-            # The hold expires on its own; the caller's answer is the error being raised.
-            log.warning("could not release a test-drive car hold", extra={"hold_id": hold_id})
+            await self._let_car_go(attempt, hold.hold_id)
+            raise
+        try:
+            car = await self._confirm_car(attempt, hold.hold_id)
+        except Exception as error:
+            car = await self._undo_drive(attempt, hold.hold_id, appointment, error)
+        answer = _drive_answer(appointment, car)
+        await self._remember_drive(attempt, key, payload, answer)
+        return answer
+
+    def _vehicle_holds(self) -> VehicleHolds:
+        if self.vehicles is None:
+            raise DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+        return self.vehicles
+
+    async def _hold_car(self, attempt: _DriveAttempt, request: HoldRequest) -> HoldResponse:
+        """Hold the car; a hold whose answer was lost is asked for again with the same key,
+        which returns that same hold."""
+        vehicles = self._vehicle_holds()
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                return await vehicles.create_hold(
+                    request, idempotency_key=attempt.step_key("car-hold")
+                )
+            except DependencyUnavailable as e:
+                unknown = e
+            except DomainError:
+                raise  # refused: nothing was held
+            except Exception as e:
+                unknown = e
+            log.warning("test-drive car hold: outcome unknown", extra={"attempt": attempt.key})
+        # If a hold was placed after all, it lapses at its TTL.
+        raise _unknown_error(unknown)
+
+    async def _confirm_car(self, attempt: _DriveAttempt, hold_id: str) -> RentalBooking:
+        """Confirm the car's hold. An answer that never came (a timeout: the confirm may still
+        have happened) is asked for again with the same key, which returns that booking, or
+        confirms now if the first never ran. A refusal is final."""
+        vehicles = self._vehicle_holds()
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                return await vehicles.confirm_hold(
+                    hold_id, idempotency_key=attempt.step_key("car-confirm")
+                )
+            except DependencyUnavailable as e:
+                unknown = e
+            except DomainError:
+                raise
+            except Exception as e:
+                unknown = e
+            log.warning(
+                "test-drive car confirm: outcome unknown",
+                extra={"attempt": attempt.key, "hold_id": hold_id},
+            )
+        raise _unknown_error(unknown)
+
+    async def _car_fate(self, attempt: _DriveAttempt, hold_id: str) -> RentalBooking | None:
+        """Whether the car ended up booked (its booking) or certainly not (None), making sure
+        no confirm still in flight can book it later. Raises DependencyUnavailable when
+        inventory cannot tell."""
+        vehicles = self._vehicle_holds()
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                released = await vehicles.release_hold(hold_id)
+            except Conflict as e:
+                unknown = e  # a confirm of this hold is under way: ask again once it ended
+                continue
+            except Exception as e:
+                unknown = e
+                continue
+            if released.released:
+                return None  # the hold is gone and was no booking: nothing can confirm it now
+            # The hold was already gone (confirmed, released or lapsed): confirming it now only
+            # looks up the booking made from it.
+            try:
+                return await vehicles.confirm_hold(
+                    hold_id, idempotency_key=attempt.step_key("car-confirm")
+                )
+            except HoldExpired:
+                return None
+            except Exception as e:
+                unknown = e
+        raise _unknown_error(unknown)
+
+    async def _undo_drive(
+        self, attempt: _DriveAttempt, hold_id: str, appointment: Appointment, error: Exception
+    ) -> RentalBooking:
+        """After the car's confirm failed: the car's booking if it was booked after all (the
+        test drive stands); otherwise cancel the appointment and raise ``error``."""
+        facts = {
+            "attempt": attempt.key,
+            "hold_id": hold_id,
+            "appointment_id": appointment.appointment_id,
+        }
+        log.info("test-drive car not confirmed; settling the attempt", extra=facts)
+        caller_error = error if isinstance(error, DomainError) else _unknown_error(error)
+        try:
+            car = await self._car_fate(attempt, hold_id)
+        except DependencyUnavailable:
+            log.error(
+                "test drive unsettled: the car's booking cannot be learned; kept the "
+                "appointment for the sweep",
+                extra=facts,
+            )
+            raise caller_error from None
+        if car is not None:
+            log.warning("test-drive car was booked after all; the test drive stands", extra=facts)
+            return car
+        try:
+            await self._cancel_drive_appointment(attempt, appointment.appointment_id)
+        except Exception:
+            log.error(
+                "test drive unsettled: the appointment could not be cancelled; left for the sweep",
+                extra=facts,
+                exc_info=True,
+            )
+            raise caller_error from None
+        await self._mark_drive_settled(attempt, "rolled_back")
+        log.info("test drive rolled back: car hold let go, appointment cancelled", extra=facts)
+        raise caller_error
+
+    async def _let_car_go(self, attempt: _DriveAttempt, hold_id: str) -> None:
+        try:
+            await self._vehicle_holds().release_hold(hold_id)
+        except Exception:
+            # The hold lapses at its TTL; the caller's answer is the error being raised.
+            log.warning(
+                "could not release a test-drive car hold",
+                extra={"attempt": attempt.key, "hold_id": hold_id},
+                exc_info=True,
+            )
+        else:
+            log.info(
+                "test-drive car hold let go", extra={"attempt": attempt.key, "hold_id": hold_id}
+            )
+
+    async def _cancel_drive_appointment(self, attempt: _DriveAttempt, appointment_id: str) -> None:
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                await self.cancel_appointment(
+                    appointment_id,
+                    _DRIVE_CANCEL_REASON,
+                    idempotency_key=attempt.step_key("cancel"),
+                )
+            except NotFound:
+                return  # its transaction never committed: nothing to cancel
+            except DependencyUnavailable as e:
+                unknown = e
+            except DomainError:
+                raise  # e.g. it has started: a person must look at it
+            except Exception as e:
+                unknown = e
+            else:
+                return
+            log.warning(
+                "could not cancel a test-drive appointment yet",
+                extra={"attempt": attempt.key, "appointment_id": appointment_id},
+            )
+        raise _unknown_error(unknown)
+
+    async def _settle_drive(self, attempt: _DriveAttempt) -> TestDrive | None:
+        """Bring an attempt that never answered to both halves (its test drive is returned) or
+        neither (None). Raises DependencyUnavailable while the car's fate cannot be learned."""
+        booked = await idempotency.replay(
+            self.pool, scope=_TD_BOOKED, key=attempt.key, payload=attempt.record
+        )
+        if booked is None:
+            return None  # no appointment was made; a car hold lapses at its TTL
+        settled = await idempotency.replay(
+            self.pool, scope=_TD_SETTLED, key=attempt.key, payload=attempt.record
+        )
+        if settled is not None and settled.get("outcome") != "booked":
+            return None
+        car = await self._car_fate(attempt, str(booked["hold_id"]))
+        if car is None:
+            await self._cancel_drive_appointment(attempt, str(booked["appointment_id"]))
+            await self._mark_drive_settled(attempt, "rolled_back")
+            log.info("unsettled test drive rolled back", extra={"attempt": attempt.key})
+            return None
+        appointment = await self._appointment(self.pool, uuid.UUID(str(booked["appointment_id"])))
+        if settled is None:
+            await self._mark_drive_settled(attempt, "booked")
+            log.info("unsettled test drive found booked", extra={"attempt": attempt.key})
+        return _drive_answer(appointment, car)
+
+    async def _mark_drive_settled(self, attempt: _DriveAttempt, outcome: str) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await idempotency.remember(
+                    conn,
+                    scope=_TD_SETTLED,
+                    key=attempt.key,
+                    payload=attempt.record,
+                    response={"outcome": outcome},
+                )
+        except asyncpg.UniqueViolationError:
+            pass  # settled already (a retry and the sweep both did it)
+        except Exception:
+            log.warning(
+                "could not record a test drive as settled; the sweep will look again",
+                extra={"attempt": attempt.key},
+                exc_info=True,
+            )
+
+    async def _remember_drive(
+        self,
+        attempt: _DriveAttempt,
+        key: str | None,
+        payload: dict[str, Any],
+        answer: TestDrive,
+        *,
+        settled: bool = False,
+    ) -> None:
+        """Record the attempt settled (unless it is already) and, with a caller's key, the
+        answer to replay. Both halves exist already, so a failure here only logs: the sweep
+        settles the attempt and a retry with the key rebuilds the answer."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if not settled:
+                    await idempotency.remember(
+                        conn,
+                        scope=_TD_SETTLED,
+                        key=attempt.key,
+                        payload=attempt.record,
+                        response={"outcome": "booked"},
+                    )
+                if key:
+                    await idempotency.remember(
+                        conn,
+                        scope=_TD_ANSWER,
+                        key=key,
+                        payload=payload,
+                        response=answer.model_dump(mode="json"),
+                    )
+        except Exception:
+            log.warning(
+                "test drive booked but not recorded as settled; the sweep will",
+                extra={"attempt": attempt.key},
+                exc_info=True,
+            )
+
+    async def settle_test_drives(
+        self, *, older_than: timedelta | None = None, limit: int = 100
+    ) -> int:
+        """Settle test-drive attempts that booked an appointment and never finished (their
+        process died, or inventory could not tell whether the car was booked): both halves,
+        or neither. Only attempts older than ``older_than`` are looked at (by default a car
+        hold's TTL and then some, when no confirm can still land). Returns how many were
+        settled; the others are tried again next time."""
+        if self.vehicles is None:
+            return 0
+        if older_than is None:
+            older_than = timedelta(
+                seconds=self.settings.hold_ttl_seconds
+                + self.reservations.pending_ttl_seconds
+                + _SWEEP_MARGIN_SECONDS
+            )
+        with _storage_errors():
+            rows = await self.pool.fetch(
+                _SELECT_UNSETTLED_TEST_DRIVES,
+                _TD_BOOKED,
+                _TD_SETTLED,
+                older_than.total_seconds(),
+                limit,
+                _SWEEP_HORIZON.total_seconds(),
+            )
+        settled = 0
+        for row in rows:
+            attempt = _DriveAttempt(row["key"])
+            try:
+                await self._settle_drive(attempt)
+            except Exception:
+                log.warning(
+                    "test drive still unsettled", extra={"attempt": attempt.key}, exc_info=True
+                )
+                continue
+            settled += 1
+        return settled
 
     def _check_booking(self, request: BookRequest) -> _Wanted:
         vehicle = _check_vehicle(request.vehicle) if request.vehicle else None
@@ -403,7 +832,13 @@ class SchedulingService:
         )
 
     async def _book(
-        self, st: _ServiceType, wanted: _Wanted, end: datetime, key: str | None
+        self,
+        st: _ServiceType,
+        wanted: _Wanted,
+        end: datetime,
+        key: str | None,
+        *,
+        also: _AlsoWrite | None = None,
     ) -> Appointment:
         answer: list[Appointment] = []
 
@@ -427,6 +862,8 @@ class SchedulingService:
             )
             await self._refresh_preferences(conn, customer_id)
             appointment = await self._appointment(conn, appointment_id)
+            if also is not None:
+                await also(conn, appointment)
             if key:
                 await idempotency.remember(
                     conn,
@@ -451,7 +888,9 @@ class SchedulingService:
             except Unavailable:
                 continue
             try:
-                await self.reservations.confirm_hold(hold.hold_id, write_details=write_details)
+                await self.reservations.confirm_hold(
+                    hold.hold_id, write_details=write_details, hold=hold
+                )
             except Unavailable:
                 continue  # Redis had lost a booking PostgreSQL knows of; try the next resource.
             except BaseException as error:

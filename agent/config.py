@@ -7,6 +7,8 @@ mesh's names: ``CALLMESH_MESH_URL`` and ``CALLMESH_API_TOKEN``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +24,14 @@ class AgentSettings(BaseSettings):
     mesh_timeout_seconds: float = Field(2.0, gt=0, le=30)
     # Retries of one request on a timeout or a 503, with the same Idempotency-Key.
     mesh_retries: int = Field(1, ge=0, le=3)
+
+    # The worker's own HTTP endpoints listen on ``agent_host``: LiveKit's health check and the
+    # Prometheus metrics on ``agent_metrics_port`` (0: any free port), gathered from every job
+    # process through files in ``agent_metrics_dir`` (default: PROMETHEUS_MULTIPROC_DIR if set,
+    # else a new temporary directory). One directory per worker: it is emptied at start.
+    agent_host: str = "127.0.0.1"
+    agent_metrics_port: int = Field(9100, ge=0, le=65535)
+    agent_metrics_dir: Path | None = None
 
     # The flow when neither the job nor the room names one.
     default_flow: str = "appointment"

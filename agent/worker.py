@@ -7,6 +7,10 @@ in the calls service when it starts and ended when the job shuts down, with the 
 
 Needs LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, DEEPGRAM_API_KEY, OPENAI_API_KEY,
 CARTESIA_API_KEY, and the mesh: CALLMESH_MESH_URL, CALLMESH_API_TOKEN.
+
+Prometheus metrics (``callmesh_tool_latency_seconds`` from every call's process, and LiveKit's
+``lk_agents_*``) are served at ``http://CALLMESH_AGENT_HOST:CALLMESH_AGENT_METRICS_PORT/metrics``
+(127.0.0.1:9100 by default); see :mod:`agent.metrics`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from agent.config import AgentSettings
 from agent.flows import FLOWS, build_agent
 from agent.lifecycle import end_call, start_call
 from agent.mesh_client import MeshClient
+from agent.metrics import use_multiprocess_metrics
 from agent.state import CallState
 from agent.usage import usage_from_session
 
@@ -80,8 +85,17 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
 
 
-server = AgentServer()
-server.setup_fnc = prewarm
+def build_server(settings: AgentSettings) -> AgentServer:
+    """LiveKit's server for this worker, with no entrypoint yet: its HTTP endpoints (LiveKit's
+    health check, and Prometheus metrics on ``agent_metrics_port``) on ``agent_host``."""
+    return AgentServer(
+        setup_fnc=prewarm,
+        host=settings.agent_host,
+        prometheus_port=settings.agent_metrics_port,
+    )
+
+
+server = build_server(AgentSettings())
 
 
 @server.rtc_session()
@@ -122,5 +136,11 @@ async def entrypoint(ctx: JobContext) -> None:
     await session.start(agent=build_agent(flow), room=ctx.room)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    # Before the worker starts any process: they all write their metrics where /metrics reads.
+    use_multiprocess_metrics(AgentSettings())
     cli.run_app(server)
+
+
+if __name__ == "__main__":
+    main()

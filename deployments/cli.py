@@ -1,23 +1,27 @@
 """``callmesh``: start, inspect and stop the mesh on this machine.
 
 ``callmesh up`` owns everything it starts: the embedded stores (only when it had to start
-them), Ray and Serve. It records them in ``<data_dir>/mesh.json`` and stays in the foreground;
-Ctrl-C, or ``callmesh down`` from another terminal, stops exactly those and nothing else.
+them), Ray (always a new local cluster, never one it finds running) and Serve. It records them
+in ``<data_dir>/mesh.json`` and stays in the foreground; Ctrl-C, or ``callmesh down`` from
+another terminal, stops exactly those and nothing else. Every listener Ray lets it place binds
+to ``--host`` (127.0.0.1 unless told otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from services.embedded import pid_alive
 from services.settings import Settings, get_settings
@@ -27,8 +31,25 @@ log = logging.getLogger("callmesh")
 STATE_FILE = "mesh.json"
 DEFAULT_CONFIG = "serve_config.yaml"
 HEALTH_TIMEOUT_SECONDS = 180.0
+DOWN_TIMEOUT_SECONDS = 60.0
 # The tuned path measured in docs/architecture.md; an operator can still turn either off.
 THROUGHPUT_FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost", "::1"})
+ALL_INTERFACES = frozenset({"0.0.0.0", "::", "*"})
+# Ray reads this once, when it is first imported. At 0 Ray takes the loopback address as the
+# node's address (as it does on macOS and Windows); its GCS, raylet, workers, agents and
+# metrics export then listen on 127.0.0.1 only. Otherwise they listen on every interface.
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Each Serve replica's inter-deployment gRPC server listens on every interface whatever the
+# host: ray/serve/_private/replica.py binds it to "[::]:0" in `_on_initialized`.
+# HAProxy's stats page and Prometheus exporter listen on every interface whatever the host:
+# Ray's template binds them without an address (ray/serve/_private/haproxy_templates.py,
+# `bind :{{ config.metrics_port }}` in `frontend prometheus` and `bind *:{{ config.stats_port }}`
+# in `listen stats`) and Ray reads only their ports from the environment.
+HAPROXY_STATS_PORT = ("RAY_SERVE_HAPROXY_STATS_PORT", 8404)
+HAPROXY_METRICS_PORT = ("RAY_SERVE_HAPROXY_METRICS_PORT", 9101)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the stores, Ray and Serve; stay in the foreground")
     up.add_argument("--config", default=DEFAULT_CONFIG, help="Serve config file")
-    up.add_argument("--host", default=None, help="API host (default: CALLMESH_API_HOST)")
+    up.add_argument(
+        "--host", default=None, help="address to listen on (default: CALLMESH_API_HOST)"
+    )
     up.add_argument("--port", type=int, default=None, help="API port (default: CALLMESH_API_PORT)")
     up.add_argument("--no-demo", action="store_true", help="do not load demo data")
     commands.add_parser("down", help="stop what `callmesh up` started")
@@ -53,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(status_command(settings))
 
 
-# -- state file ---------------------------------------------------------------------------------
+# -- state file and the process it names --------------------------------------------------------
 
 
 def state_path(settings: Settings) -> Path:
@@ -69,12 +92,61 @@ def read_state(settings: Settings) -> dict[str, Any] | None:
     return state
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process apart from a later one given the same pid: on Linux the boot
+    and its start time in clock ticks since boot, elsewhere its start time as ``ps`` prints it.
+    None when there is no such process (a zombie counts as gone)."""
+    if not Path("/proc/self/stat").exists():
+        return _ps_start_time(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    state, start_ticks = fields[0], fields[19]
+    if state in ("Z", "X"):
+        return None
+    return f"{boot}:{start_ticks}"
+
+
+def _ps_start_time(pid: int) -> str | None:
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+ProcessState = Literal["running", "stopped", "replaced"]
+
+
+def recorded_process(state: dict[str, Any]) -> ProcessState:
+    """Whether the ``callmesh up`` a state file names still runs: ``replaced`` when its pid is
+    alive but belongs to another process (the pid was reused, or the file predates the
+    identity record and cannot prove it)."""
+    pid = int(state["pid"])
+    if not pid_alive(pid):
+        return "stopped"
+    recorded = state.get("pid_identity")
+    current = process_identity(pid)
+    if current is None:
+        return "stopped"
+    return "running" if recorded == current else "replaced"
+
+
 # -- up -----------------------------------------------------------------------------------------
 
 
 def up_command(settings: Settings, args: argparse.Namespace) -> int:
     state = read_state(settings)
-    if state and pid_alive(int(state["pid"])):
+    if state and recorded_process(state) == "running":
         print(f"callmesh is already running (pid {state['pid']}): {state['api_url']}")
         return 1
     config_path = Path(args.config)
@@ -91,29 +163,41 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
     # Stop on the way out only the embedded servers this command had to start.
     started_postgres = settings.database_url is None and not embedded.postgres_running()
     started_redis = settings.redis_url is None and not embedded.redis_running()
-    settings = resolve_storage(settings)
-    asyncio.run(prepare_database(settings, load_demo=not args.no_demo))
-
-    # Replicas, the Serve controller and the config's builders run in processes Ray starts
-    # from this one: they inherit the resolved storage and the throughput flags.
-    os.environ["DATABASE_URL"] = str(settings.database_url)
-    os.environ["REDIS_URL"] = str(settings.redis_url)
-    os.environ["CALLMESH_DATA_DIR"] = str(settings.data_dir)
-    for name, value in THROUGHPUT_FLAGS.items():
-        os.environ.setdefault(name, value)
-
-    state = {
-        "pid": os.getpid(),
-        "api_url": f"http://{host}:{port}",
-        "dashboard_url": f"http://127.0.0.1:{settings.dashboard_port}",
-        "metrics_url": f"http://127.0.0.1:{settings.metrics_port}/metrics",
-        "started_postgres": started_postgres,
-        "started_redis": started_redis,
-        "ray_address": None,
-    }
+    started_ray = False
     stop = threading.Event()
+    # From here on anything may fail (a migration, the demo data, Ray): `finally` stops
+    # whatever was started by then.
     try:
-        state["ray_address"] = start_mesh(settings, config_path, host=host, port=port)
+        settings = resolve_storage(settings)
+        asyncio.run(prepare_database(settings, load_demo=not args.no_demo))
+
+        # Replicas, the Serve controller and the config's builders run in processes Ray starts
+        # from this one: they inherit the resolved storage and the throughput flags.
+        os.environ["DATABASE_URL"] = str(settings.database_url)
+        os.environ["REDIS_URL"] = str(settings.redis_url)
+        os.environ["CALLMESH_DATA_DIR"] = str(settings.data_dir)
+        for name, value in THROUGHPUT_FLAGS.items():
+            os.environ.setdefault(name, value)
+
+        state = {
+            "pid": os.getpid(),
+            "pid_identity": process_identity(os.getpid()),
+            "api_url": url_for(host, port),
+            "dashboard_url": url_for(host, settings.dashboard_port),
+            "metrics_url": url_for(host, settings.metrics_port) + "/metrics",
+            "started_postgres": started_postgres,
+            "started_redis": started_redis,
+            "ray_address": None,
+        }
+        init_local_ray(
+            host,
+            include_dashboard=True,
+            dashboard_port=settings.dashboard_port,
+            _metrics_export_port=settings.metrics_port,
+            namespace="serve",
+        )
+        started_ray = True
+        state["ray_address"] = deploy_config(config_path, host=host, port=port)
         state_path(settings).write_text(json.dumps(state, indent=2))
         # After ray.init, which installs handlers of its own: Ctrl-C and `callmesh down`
         # (SIGTERM) both end the wait below and run the cleanup in `finally`.
@@ -127,12 +211,15 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"API        {state['api_url']}  (docs: {state['api_url']}/docs)")
         print(f"Dashboard  {state['dashboard_url']}")
         print(f"Metrics    {state['metrics_url']}")
+        for note in exposure_notes(host):
+            print(f"Note       {note}")
         print("Ctrl-C or `callmesh down` stops the mesh.")
         stop.wait()
         return 0
     finally:
-        print("stopping the mesh")
-        stop_mesh()
+        print("stopping what callmesh started")
+        if started_ray:
+            stop_mesh()
         if started_redis:
             embedded.stop_redis()
         if started_postgres:
@@ -140,20 +227,64 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
         state_path(settings).unlink(missing_ok=True)
 
 
-def start_mesh(settings: Settings, config_path: Path, *, host: str, port: int) -> str:
-    """Start Ray (dashboard, metrics port) and deploy the Serve config; return Ray's address."""
+def url_for(host: str, port: int) -> str:
+    """Where a client on this machine reaches a listener bound to ``host``."""
+    if host in ALL_INTERFACES:
+        host = LOOPBACK
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def ray_bind_options(host: str) -> dict[str, Any]:
+    """The ``ray.init`` arguments that put Ray's own listeners on ``host``: the dashboard's
+    address, and the node address that Ray's gRPC servers, agents and metrics export bind to
+    (the loopback address binds them to 127.0.0.1 only; any other binds most of them to every
+    interface, which Ray offers no way to narrow)."""
+    if host in ALL_INTERFACES:
+        return {"dashboard_host": host}
+    if host in LOOPBACK_HOSTS:
+        return {"dashboard_host": LOOPBACK, "_node_ip_address": LOOPBACK}
+    return {"dashboard_host": host, "_node_ip_address": host}
+
+
+def init_local_ray(host: str, **options: Any) -> None:
+    """Start a new local Ray whose listeners bind to ``host`` (see :func:`ray_bind_options`).
+
+    ``address="local"``: never attach to a cluster found through ``RAY_ADDRESS`` or a
+    ``ray start``; shutting that one down on the way out would not be ours to do."""
+    bind = ray_bind_options(host)
+    node_ip = bind.get("_node_ip_address")
+    if node_ip == LOOPBACK:
+        os.environ[RAY_CLUSTER_ENV] = "0"  # for every process Ray starts from this one
+        from ray._private import ray_constants
+
+        # This process may have imported Ray before the variable was set (a test session).
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    import ray
+
+    ray.init(address="local", **bind, **options)
+    actual = ray.util.get_node_ip_address()
+    wanted = _is_loopback(actual) if node_ip == LOOPBACK else node_ip in (None, actual)
+    if not wanted:
+        ray.shutdown()
+        raise RuntimeError(f"Ray took {actual} as this node's address, not {node_ip}")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def deploy_config(config_path: Path, *, host: str, port: int) -> str:
+    """Start Serve on ``host:port`` and deploy the Serve config; return Ray's address."""
     import ray
     import yaml
     from ray.serve._private import api as serve_private_api
     from ray.serve.schema import ServeDeploySchema
 
-    ray.init(
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=settings.dashboard_port,
-        _metrics_export_port=settings.metrics_port,
-        namespace="serve",
-    )
     config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
     http_options = config.http_options.model_dump()
     http_options.update(host=host, port=port)
@@ -165,6 +296,25 @@ def start_mesh(settings: Settings, config_path: Path, *, host: str, port: int) -
     )
     client.deploy_apps(config, _blocking=False)
     return str(ray.get_runtime_context().gcs_address)
+
+
+def exposure_notes(host: str) -> list[str]:
+    """What listens beyond ``host`` although asked not to: nothing Ray can be told about."""
+    if host in ALL_INTERFACES:
+        return []
+    notes = [
+        "each Serve replica's inter-deployment gRPC port listens on every interface "
+        "(Ray binds it to [::]:0 and has no setting for it; Ray's token auth guards it)"
+    ]
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        stats, metrics = (
+            int(os.environ.get(n) or p) for n, p in (HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT)
+        )
+        notes.append(
+            f"HAProxy's stats page (:{stats}) and Prometheus exporter (:{metrics}) listen on "
+            "every interface; Ray has no setting for their address"
+        )
+    return notes
 
 
 def stop_mesh() -> None:
@@ -199,20 +349,54 @@ def wait_healthy(url: str, stop: threading.Event) -> bool:
 
 def down_command(settings: Settings) -> int:
     state = read_state(settings)
-    if state is None or not pid_alive(int(state["pid"])):
+    running = recorded_process(state) if state is not None else "stopped"
+    if state is None or running == "stopped":
         print("callmesh is not running")
         state_path(settings).unlink(missing_ok=True)
         return 0
     pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while pid_alive(pid) and time.monotonic() < deadline:
+    if running == "replaced" or not signal_process(pid, state["pid_identity"], signal.SIGTERM):
+        why = (
+            "now belongs to another process"
+            if state.get("pid_identity")
+            else "may belong to another process (the file does not say which process wrote it)"
+        )
+        print(
+            f"pid {pid}, recorded in {state_path(settings)}, {why}; not signalling it. "
+            "If a mesh is still running, stop it with Ctrl-C where it runs.",
+            file=sys.stderr,
+        )
+        return 1
+    deadline = time.monotonic() + DOWN_TIMEOUT_SECONDS
+    while process_identity(pid) == state["pid_identity"] and time.monotonic() < deadline:
         time.sleep(0.2)
-    if pid_alive(pid):
+    if process_identity(pid) == state["pid_identity"]:
         print(f"callmesh (pid {pid}) is still stopping", file=sys.stderr)
         return 1
     print("callmesh stopped")
     return 0
+
+
+def signal_process(pid: int, identity: str, signum: int) -> bool:
+    """Send ``signum`` to ``pid`` only if it is still the process ``identity`` names; False
+    (and no signal) otherwise. On Linux a pidfd pins the process between check and signal."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        if process_identity(pid) != identity:
+            return False
+        if pidfd is None:
+            os.kill(pid, signum)
+        else:
+            signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def status_command(settings: Settings) -> int:
@@ -221,7 +405,7 @@ def status_command(settings: Settings) -> int:
     import httpx
 
     state = read_state(settings)
-    if state is None or not pid_alive(int(state["pid"])):
+    if state is None or recorded_process(state) != "running":
         print("callmesh is not running")
         return 3
     print(f"API {state['api_url']}   dashboard {state['dashboard_url']}")

@@ -26,6 +26,7 @@ from services.settings import Settings
 PG_ADMIN = os.environ.get("CALLMESH_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CALLMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 API_TOKEN = f"test-{secrets.token_hex(16)}"
+API_HOST = "127.0.0.1"
 THROUGHPUT_FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 # Direct-ingress replicas drain 30 s on shutdown so HAProxy can stop routing to them; a test
 # session ends with no traffic in flight.
@@ -50,7 +51,7 @@ class Mesh:
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((API_HOST, 0))
         return int(s.getsockname()[1])
 
 
@@ -89,6 +90,7 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from ray import serve
 
     from deployments.app import mesh_applications
+    from deployments.cli import init_local_ray
 
     settings = Settings(
         database_url=mesh_db.database_url,
@@ -101,12 +103,16 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         pg_pool_max=4,
     )
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve")
+    # A new local cluster bound to 127.0.0.1, as `callmesh up` starts it: never one found
+    # through RAY_ADDRESS, which the serve.shutdown() below would otherwise stop.
+    init_local_ray(
+        API_HOST, num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve"
+    )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": API_HOST, "port": port})
         for app in mesh_applications(settings):
             serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
-        yield Mesh(url=f"http://127.0.0.1:{port}", settings=settings, db=mesh_db)
+        yield Mesh(url=f"http://{API_HOST}:{port}", settings=settings, db=mesh_db)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 
 import pytest
 
@@ -35,7 +37,13 @@ def test_a_stale_state_file_is_not_a_running_mesh(tmp_path):
 def test_up_refuses_while_another_up_is_alive(tmp_path, capsys):
     settings = _settings(tmp_path)
     cli.state_path(settings).write_text(
-        json.dumps({"pid": os.getpid(), "api_url": "http://127.0.0.1:8000"})
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "pid_identity": cli.process_identity(os.getpid()),
+                "api_url": "http://127.0.0.1:8000",
+            }
+        )
     )
     args = cli.argparse.Namespace(config="serve_config.yaml", host=None, port=None, no_demo=False)
     assert cli.up_command(settings, args) == 1
@@ -47,3 +55,148 @@ def test_up_needs_a_config_file(tmp_path, capsys):
         config=str(tmp_path / "missing.yaml"), host=None, port=None, no_demo=False
     )
     assert cli.up_command(_settings(tmp_path), args) == 2
+
+
+# -- the recorded process: a pid is not enough ---------------------------------------------------
+
+
+@pytest.fixture
+def sleeper():
+    """A process that stands in for `callmesh up` (or for a stranger that reused its pid)."""
+    process = subprocess.Popen(["sleep", "300"])
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def _record(settings: Settings, pid: int, identity: str | None) -> None:
+    state = {"pid": pid, "api_url": "http://127.0.0.1:8000", "dashboard_url": "x"}
+    if identity is not None:
+        state["pid_identity"] = identity
+    cli.state_path(settings).write_text(json.dumps(state))
+
+
+def test_process_identity_tells_processes_apart(sleeper):
+    mine = cli.process_identity(os.getpid())
+    assert mine is not None
+    assert cli.process_identity(os.getpid()) == mine
+    assert cli.process_identity(sleeper.pid) not in (None, mine)
+    assert cli.process_identity(2**22 + 7) is None
+
+
+def test_down_stops_the_process_it_recorded(tmp_path, sleeper, capsys):
+    settings = _settings(tmp_path)
+    _record(settings, sleeper.pid, cli.process_identity(sleeper.pid))
+    assert cli.recorded_process(cli.read_state(settings) or {}) == "running"
+    assert cli.down_command(settings) == 0
+    assert sleeper.wait() == -signal.SIGTERM
+    assert "callmesh stopped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("identity", ["another-boot:12345", None], ids=["reused", "unrecorded"])
+def test_down_refuses_to_signal_a_process_that_reused_the_pid(
+    tmp_path, sleeper, capsys, identity: str | None
+):
+    settings = _settings(tmp_path)
+    _record(settings, sleeper.pid, identity)
+    assert cli.down_command(settings) == 1
+    assert sleeper.poll() is None  # not signalled
+    err = capsys.readouterr().err
+    assert f"pid {sleeper.pid}" in err
+    assert "not signalling it" in err
+
+
+def test_signal_process_checks_identity_first(sleeper):
+    assert not cli.signal_process(sleeper.pid, "another-boot:12345", signal.SIGTERM)
+    assert sleeper.poll() is None
+    assert cli.signal_process(sleeper.pid, cli.process_identity(sleeper.pid) or "", signal.SIGTERM)
+    assert sleeper.wait() == -signal.SIGTERM
+
+
+def test_a_reused_pid_is_not_a_running_mesh(tmp_path, sleeper, capsys):
+    settings = _settings(tmp_path)
+    _record(settings, sleeper.pid, "another-boot:12345")
+    assert cli.status_command(settings) == 3
+    args = cli.argparse.Namespace(
+        config=str(tmp_path / "missing.yaml"), host=None, port=None, no_demo=False
+    )
+    # Not "already running": up goes on (and stops here, at the missing config).
+    assert cli.up_command(settings, args) == 2
+    assert "already running" not in capsys.readouterr().out
+
+
+# -- where Ray listens --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", {"dashboard_host": "127.0.0.1", "_node_ip_address": "127.0.0.1"}),
+        ("localhost", {"dashboard_host": "127.0.0.1", "_node_ip_address": "127.0.0.1"}),
+        ("10.1.2.3", {"dashboard_host": "10.1.2.3", "_node_ip_address": "10.1.2.3"}),
+        ("0.0.0.0", {"dashboard_host": "0.0.0.0"}),
+    ],
+)
+def test_ray_binds_where_the_api_does(host: str, expected: dict[str, str]):
+    assert cli.ray_bind_options(host) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        ("0.0.0.0", 8265, "http://127.0.0.1:8265"),
+        ("::1", 8080, "http://[::1]:8080"),
+        ("10.1.2.3", 8000, "http://10.1.2.3:8000"),
+    ],
+)
+def test_urls_are_reachable_from_this_machine(host: str, port: int, url: str):
+    assert cli.url_for(host, port) == url
+
+
+def test_exposure_notes_name_what_ray_cannot_bind(monkeypatch):
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_METRICS_PORT", raising=False)
+    notes = " ".join(cli.exposure_notes("127.0.0.1"))
+    assert ":18404" in notes
+    assert ":9101" in notes
+    assert "gRPC" in notes
+    assert cli.exposure_notes("0.0.0.0") == []
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    assert "HAProxy" not in " ".join(cli.exposure_notes("127.0.0.1"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_ray_is_always_a_new_local_cluster_on_loopback(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+
+    # An existing cluster named by the environment must not be joined (nor later shut down).
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
+    monkeypatch.setenv(cli.RAY_CLUSTER_ENV, "1")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    calls: list[dict[str, object]] = []
+
+    def record(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(ray, "init", record)
+    with pytest.raises(_Stop):
+        cli.init_local_ray("127.0.0.1", namespace="serve")
+    assert calls == [
+        {
+            "address": "local",
+            "dashboard_host": "127.0.0.1",
+            "_node_ip_address": "127.0.0.1",
+            "namespace": "serve",
+        }
+    ]
+    # Ray's processes, and this one, take the loopback address as the node's.
+    assert os.environ[cli.RAY_CLUSTER_ENV] == "0"
+    assert ray_constants.ENABLE_RAY_CLUSTER is False

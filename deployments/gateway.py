@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 DeploymentStates = Callable[[], Awaitable[dict[str, Any]]]
 StoreHealth = Callable[[], Awaitable[dict[str, str]]]
 SERVE_STATUS_TIMEOUT_SECONDS = 3.0
+# A store that is down is rarely back within a second; a prober may ask again after this.
+HEALTH_RETRY_AFTER_SECONDS = 5
 
 
 async def serve_deployment_states() -> dict[str, Any]:
@@ -80,7 +82,12 @@ def build_gateway_api(
             deployments = "unknown"
         healthy = all(state == "ok" for state in stores.values())
         body = {"status": "ok" if healthy else "degraded", **stores, "deployments": deployments}
-        return JSONResponse(body, status_code=200 if healthy else 503)
+        if healthy:
+            return JSONResponse(body)
+        # 503 because a dependency is down, with Retry-After like every 503 of the API.
+        return JSONResponse(
+            body, status_code=503, headers={"Retry-After": str(HEALTH_RETRY_AFTER_SECONDS)}
+        )
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:

@@ -39,6 +39,53 @@ def test_mask_text_leaves_dates_ids_and_numbers(text: str):
     assert mask_text(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "hidden", "kept"),
+    [
+        ("licence BL-100234 is valid", "100234", "licence ***34 is valid"),  # the demo registry
+        ("checked (BL-300112).", "300112", "checked (***12)."),
+        ("said BL 200455, TX", "200455", "said ***55, TX"),  # as read aloud, normalised
+        ("said bl-100871", "100871", "said ***71"),
+        ("/verification/licences/BL-100234", "100234", "/verification/licences/***34"),
+        ("DL A1234567 (CA)", "1234567", "DL ***67 (CA)"),  # letter + 7 digits
+        ("DL D1234-5678", "1234-5678", "DL ***78"),
+        ("DL A123-456-78-901-0 (FL)", "456-78-901", "DL ***10 (FL)"),  # letter + 12 digits
+        ("DL A123-4567-8901 (IL)", "4567-8901", "DL ***01 (IL)"),
+        ("licence MORGA657054SM9IJ", "MORGA657054", "licence ***IJ"),  # UK driving licence
+        ("CDL 99812345 on file", "99812345", "***45 on file"),
+    ],
+)
+def test_mask_text_hides_licence_shaped_tokens(text: str, hidden: str, kept: str):
+    masked = mask_text(text)
+    assert hidden not in masked
+    assert masked == kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "unit GEN-701 is on hold",  # unit ids: a few digits
+        "units EXC-201, BML-402 and PAS-951",
+        "site SITE-1004, operator OP-7003, policy POL-55002",
+        "hold GEN-701.0123456789abcdef01234567",  # a hold id: unit id, dot, hex token
+        "hold EXC-201.a12345678901234567890123",  # a hex token that looks letter + digits
+        "booking reference K7QX3A",  # references: 6 letters and digits
+        "booking reference A34679",
+        "request a1234567-e29b-41d4-a716-446655440000",  # a UUID segment is not a token
+        "request A1234567-E29B-41D4-A716-446655440000",
+        "call demo-2026-11-23-01 ended",
+        "idempotency key demo-book-1",
+        "in 123456 bytes",  # a lowercase word and a number
+        "POST /inventory/holds 201 12.3ms",
+        "starts 2026-11-23T10:00:00Z",
+        "Ray 2.60.0 at 127.0.0.1:8265",
+        "licence CDL-A-99812",  # too few digits to tell from an id; named fields catch it
+    ],
+)
+def test_mask_text_leaves_ids_that_are_not_licences(text: str):
+    assert mask_text(text) == text
+
+
 def test_named_fields_are_masked_whatever_their_shape():
     assert mask_value("licence_number", "CDL-A-99812") == "***12"
     assert mask_value("license", "X1") == "***"
@@ -69,3 +116,26 @@ def test_filter_masks_message_args_and_extra_fields():
     assert "867 5309" not in out
     assert "D1234-5678" not in out
     assert "lic=***78" in out
+
+
+def test_filter_masks_a_licence_in_free_text():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s | %(detail)s"))
+    handler.addFilter(PersonalDataFilter())
+    logger = logging.getLogger("test.logmask.licence")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning(
+            "checked %s for unit GEN-701",
+            "BL-100234",
+            extra={"detail": {"said": "my licence is A1234567", "unit_id": "GEN-701"}},
+        )
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "100234" not in out
+    assert "1234567" not in out
+    assert out.startswith("checked ***34 for unit GEN-701 | ")
+    assert "'unit_id': 'GEN-701'" in out

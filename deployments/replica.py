@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from deployments import logmask
 from deployments.backends import Backends
+from deployments.heap import settle_heap
 from deployments.metrics import RayMetrics
 from services.settings import Settings
 
@@ -26,7 +27,11 @@ class ReplicaContext:
     @classmethod
     async def open(cls, settings: Settings) -> ReplicaContext:
         logmask.install()
-        return cls(settings=settings, backends=await Backends.open(settings), metrics=RayMetrics())
+        context = cls(
+            settings=settings, backends=await Backends.open(settings), metrics=RayMetrics()
+        )
+        settle_heap()
+        return context
 
     async def close(self) -> None:
         await self.backends.close()

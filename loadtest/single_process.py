@@ -34,6 +34,7 @@ from deployments.analytics import build_analytics_api
 from deployments.backends import Backends, prepare_database, resolve_storage
 from deployments.calls import build_calls_api
 from deployments.gateway import build_gateway_api
+from deployments.heap import settle_heap
 from deployments.inventory import build_inventory_api
 from deployments.metrics import CALL_COST_BUCKETS, CALL_SECONDS_BUCKETS, LATENCY_BUCKETS
 from deployments.registry import schema_apps
@@ -207,6 +208,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         }
         for prefix, service in services.items():
             apps[prefix].state.service = service
+        settle_heap()  # as every mesh replica does once it has started
         try:
             yield
         finally:

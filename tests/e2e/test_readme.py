@@ -4,8 +4,9 @@ This is what a new user does, so it runs what they run: a fresh clone of the rep
 fresh virtualenv made by the Makefile, the mesh on the embedded default (no DATABASE_URL /
 REDIS_URL), and the README's own shell block, extracted from README.md and run by bash.
 
-It takes a few minutes (virtualenv, Ray start), so it runs in CI (``CI=true``) or when
-``CALLMESH_E2E=1``; elsewhere it is skipped with that reason.
+It is part of ``make test`` (about 90 s here: a virtualenv from pip's cache, Ray's start), so
+a green CI proves the README works on a clean clone. It needs ports 8000, 8265 and 8080 free
+(stop a running ``make run`` first); ``CALLMESH_E2E=0`` skips it, with that reason.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import pytest
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        os.environ.get("CI") != "true" and os.environ.get("CALLMESH_E2E") != "1",
-        reason="slow: runs in CI, or locally with CALLMESH_E2E=1",
+        os.environ.get("CALLMESH_E2E") == "0", reason="CALLMESH_E2E=0 skips the README run"
     ),
 ]
 

@@ -103,7 +103,8 @@ class RemoteVehicleHolds:
     """Scheduling's ``VehicleHolds`` (test drives) answered by the inventory application.
 
     Every write carries the idempotency key it is given, so a create or confirm whose answer
-    was lost (``DependencyUnavailable``) can be asked again and answers what happened."""
+    was lost (``DependencyUnavailable``) can be asked again and answers what happened; release
+    and cancel need none, asking again is harmless."""
 
     def __init__(self, remote: RemoteDeployment) -> None:
         self.remote = remote
@@ -127,3 +128,15 @@ class RemoteVehicleHolds:
     async def release_hold(self, hold_id: str) -> ReleaseResult:
         released: ReleaseResult = await self.remote.call("release_hold", hold_id=hold_id)
         return released
+
+    async def booking_for_hold(self, hold_id: str) -> RentalBooking | None:
+        booking: RentalBooking | None = await self.remote.call("booking_for_hold", hold_id=hold_id)
+        return booking
+
+    async def cancel_rental_for_hold(
+        self, hold_id: str, reason: str | None = None
+    ) -> RentalBooking:
+        booking: RentalBooking = await self.remote.call(
+            "cancel_rental_for_hold", hold_id=hold_id, reason=reason
+        )
+        return booking

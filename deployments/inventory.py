@@ -198,7 +198,8 @@ class InventoryDeployment:
             self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
-    # Called by the scheduling application (DeploymentHandle) to book a test-drive car.
+    # Called by the scheduling application (DeploymentHandle) to book, move and cancel a
+    # test-drive car.
     async def create_hold(
         self, request: HoldRequest, idempotency_key: str | None = None
     ) -> HoldResponse:
@@ -209,6 +210,14 @@ class InventoryDeployment:
 
     async def release_hold(self, hold_id: str) -> ReleaseResult:
         return await self.service.release_hold(hold_id)
+
+    async def booking_for_hold(self, hold_id: str) -> RentalBooking | None:
+        return await self.service.booking_for_hold(hold_id)
+
+    async def cancel_rental_for_hold(
+        self, hold_id: str, reason: str | None = None
+    ) -> RentalBooking:
+        return await self.service.cancel_rental_for_hold(hold_id, reason)
 
     async def __del__(self) -> None:
         await self.context.close()

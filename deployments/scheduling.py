@@ -39,9 +39,9 @@ from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# How often a replica settles test drives that never finished (a replica died half way, or
-# inventory could not say whether the car was booked). Every step is idempotent, so replicas
-# sweeping at the same time do no harm.
+# How often a replica settles test drives (bookings, cancels, moves) that never finished (a
+# replica died half way, or inventory could not say what became of the car). Every step is
+# idempotent, so replicas sweeping at the same time do no harm.
 TEST_DRIVE_SWEEP_SECONDS = 60.0
 
 
@@ -143,7 +143,8 @@ def build_scheduling_api(
         scheduling: Scheduling,
         idempotency_key: IdempotencyKey = None,
     ) -> Appointment:
-        """Move an appointment; a move that fails leaves it where it was."""
+        """Move an appointment; a move that fails leaves it where it was. A test drive's demo
+        car moves with it, or neither moves (409 naming what is taken)."""
         return await scheduling.reschedule_appointment(
             appointment_id, body.start, idempotency_key=idempotency_key
         )
@@ -155,7 +156,9 @@ def build_scheduling_api(
         scheduling: Scheduling,
         idempotency_key: IdempotencyKey = None,
     ) -> Appointment:
-        """Cancel (the row stays, marked cancelled) and offer the time again."""
+        """Cancel (the row stays, marked cancelled) and offer the time again. A test drive's
+        demo car is cancelled first; 503 if it cannot be reached (the cancel then finishes on
+        its own)."""
         appointment = await scheduling.cancel_appointment(
             appointment_id, body.reason, idempotency_key=idempotency_key
         )

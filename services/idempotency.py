@@ -67,3 +67,21 @@ async def remember(
         request_hash(payload),
         response,
     )
+
+
+async def note(
+    conn: asyncpg.Connection, *, scope: str, key: str, payload: Any, response: dict[str, Any]
+) -> bool:
+    """Record the answer unless (scope, key) has one already; True if this one was written.
+    For records that many writers may make in turn (a saga's own steps), where the first
+    stays and the others are no error."""
+    status = await conn.execute(
+        """INSERT INTO idempotency_keys (scope, key, request_hash, response)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (scope, key) DO NOTHING""",
+        scope,
+        key,
+        request_hash(payload),
+        response,
+    )
+    return bool(status == "INSERT 0 1")

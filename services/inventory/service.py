@@ -646,6 +646,25 @@ class InventoryService:
                 log.warning("could not free a cancelled rental's cells")
         return await self.get_booking(bid)
 
+    async def booking_for_hold(self, hold_id: str) -> RentalBooking | None:
+        """The rental booked from a hold (confirmed, or cancelled since), or None when that hold
+        never became a booking (it is still held, lapsed or was let go). Reads only."""
+        await self._check_inventory_hold_id(hold_id)
+        booking = await self._booking_for_hold(hold_id)
+        return None if booking is None else await self.get_booking(booking.booking_id)
+
+    async def cancel_rental_for_hold(
+        self, hold_id: str, reason: str | None = None
+    ) -> RentalBooking:
+        """Cancel the rental booked from a hold (a test drive's car: the sales desk knows the
+        hold, not the booking) and free the unit. Idempotent: cancelling again returns the
+        cancelled booking. A hold that never became a booking is NotFound."""
+        await self._check_inventory_hold_id(hold_id)
+        booking = await self._booking_for_hold(hold_id)
+        if booking is None:
+            raise NotFound("No booking was made from that hold.", hold_id=hold_id[:100])
+        return await self.cancel_rental(booking.booking_id, reason)
+
     async def _booking_for_hold(self, hold_id: str) -> Booking | None:
         if not hold_id:
             return None

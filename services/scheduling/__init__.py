@@ -3,7 +3,7 @@
 Business hours and closed days, a slot grid, service types with a duration and a price range,
 customers known by their phone number, appointments (list slots, book, reschedule, cancel),
 preferences learned from bookings, callbacks when no human is free, and dealership test
-drives (the sales desk and a demo car, booked together or not at all).
+drives (the sales desk and a demo car, booked, moved and cancelled together or not at all).
 """
 
 from services.scheduling.business_hours import BusinessCalendar

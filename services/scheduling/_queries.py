@@ -1,5 +1,5 @@
 """Every SQL statement the scheduling service runs, by name, written out whole so it can be
-grepped. The comment above each names the index it uses (migrations 0001 and 0002)."""
+grepped. The comment above each names the index it uses (migrations 0001, 0002 and 0006)."""
 
 from __future__ import annotations
 
@@ -142,3 +142,21 @@ SELECT cb.callback_id, cb.reason, cb.scheduled_for, cb.status, cb.call_id,
  WHERE cb.scheduled_for >= $1 AND cb.scheduled_for < $2
    AND cb.status = ANY($3::text[])
  ORDER BY cb.scheduled_for, cb.callback_id"""
+
+# Test drives (migration 0006): the inventory hold the appointment's demo car was booked from.
+# appointments_pkey.
+SELECT_CAR_HOLD = "SELECT car_hold_id FROM appointments WHERE appointment_id = $1"
+
+# appointments_pkey; in the appointment's own transaction.
+SET_CAR_HOLD = "UPDATE appointments SET car_hold_id = $2 WHERE appointment_id = $1"
+
+# appointments_pkey. A move's switch to its new car: only from the car it started from, so a
+# move or cancel that got there first makes this one find no row.
+SWAP_CAR_HOLD = """
+UPDATE appointments SET car_hold_id = $3, updated_at = now()
+ WHERE appointment_id = $1 AND car_hold_id = $2
+RETURNING appointment_id"""
+
+# bookings_pkey. Taken first by a test drive's cancel (lock order: booking, appointment,
+# customer), so a move of the same appointment either committed before it or waits for it.
+LOCK_BOOKING = "SELECT 1 FROM bookings WHERE booking_id = $1 FOR UPDATE"

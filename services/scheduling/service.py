@@ -13,11 +13,11 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -35,7 +35,7 @@ from services.errors import (
     NotFound,
     Unavailable,
 )
-from services.inventory import HoldRequest, HoldResponse, RentalBooking
+from services.inventory import HoldRequest, HoldResponse, RentalBooking, UnitInMaintenance
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
@@ -80,6 +80,22 @@ _TD_STARTED = "scheduling.test_drive.started"  # an attempt of a caller's key be
 _TD_BOOKED = "scheduling.test_drive.booked"  # its appointment exists (and which car hold)
 _TD_SETTLED = "scheduling.test_drive.settled"  # both halves exist, or neither
 _DRIVE_CANCEL_REASON = "the test-drive car could not be booked"
+# Cancels and moves of a booked test drive (see "changing a test drive"); records as above.
+_TD_CHANGE = "scheduling.test_drive.change"  # a cancel or move began, and what it does
+_TD_MOVE_DECIDED = "scheduling.test_drive.change.decided"  # a move's outcome: moved or kept
+_TD_CHANGE_SETTLED = "scheduling.test_drive.change.settled"  # the car matches the desk again
+_MOVED_CAR_REASON = "the test drive moved to another time"
+_KEPT_CAR_REASON = "the test drive could not move to that time"
+# Rounds a cancel follows a test drive whose car changed under it (a move landed meanwhile).
+_CANCEL_ROUNDS = 3
+_BOOK_UNKNOWN = "Test drives cannot be booked right now; try again soon."
+_CHANGE_UNWIRED = "Test drives cannot be changed right now; try again soon."
+_MOVE_UNKNOWN = "The test drive could not be moved just now; try again soon."
+_CANCEL_UNKNOWN = (
+    "The test drive is not cancelled yet because its car cannot be reached just now; the "
+    "cancellation is recorded and finishes on its own once the car can be reached, or ask "
+    "again in a minute."
+)
 # Pauses before each try of a saga step whose outcome was unknown (a timeout, a store down).
 TEST_DRIVE_RETRY_PAUSES: tuple[float, ...] = (0.0, 0.2, 0.5)
 # Attempts one idempotency key may make (each earlier one failed and was undone).
@@ -88,7 +104,8 @@ TEST_DRIVE_MAX_ATTEMPTS = 20
 # horizon (an attempt still unsettled after that has been logged for days; a person decides).
 _SWEEP_MARGIN_SECONDS = 60
 _SWEEP_HORIZON = timedelta(days=14)
-# Attempts that booked an appointment and were never settled, oldest first.
+# Saga attempts that began ($1: booked an appointment, or began a change) and were never
+# settled ($2), oldest first.
 _SELECT_UNSETTLED_TEST_DRIVES = """
 SELECT b.key
   FROM idempotency_keys b
@@ -206,9 +223,10 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class _DriveAttempt:
-    """One attempt at a test drive. ``key`` is ``<caller's key>|<n>``, or ``~<random>|0``
-    without one (``~`` and ``|`` never occur in a caller's key); every step's idempotency key
-    derives from it."""
+    """One attempt at a test-drive saga. ``key`` is ``<caller's key>|<n>`` for a booking and
+    ``<caller's key>|m<n>`` for a move, or ``~<random>|0`` / ``~<random>|m0`` without one (``~``
+    and ``|`` never occur in a caller's key); a cancel is ``<appointment id>|cancel``, one per
+    appointment. Every step's idempotency key derives from it."""
 
     key: str
 
@@ -235,11 +253,17 @@ def _retry_pauses() -> tuple[float, ...]:
     return TEST_DRIVE_RETRY_PAUSES
 
 
-def _unknown_error(cause: BaseException | None) -> DependencyUnavailable:
+def _cancel_attempt(appointment_id: uuid.UUID) -> _DriveAttempt:
+    return _DriveAttempt(f"{appointment_id}|cancel")
+
+
+def _unknown_error(
+    cause: BaseException | None, message: str = _BOOK_UNKNOWN
+) -> DependencyUnavailable:
     """What the caller hears when a step's outcome stayed unknown: try again shortly."""
     if isinstance(cause, DependencyUnavailable):
         return cause
-    error = DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+    error = DependencyUnavailable(message)
     error.__cause__ = cause
     return error
 
@@ -248,6 +272,21 @@ def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
     # A saga whose caller went away still ends; its error is logged, not left unretrieved.
     if not task.cancelled() and (error := task.exception()) is not None:
         log.debug("test drive ended with an error", exc_info=error)
+
+
+_T = TypeVar("_T")
+
+
+async def _run_to_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` to its end even if the caller goes away (Serve cancels the handler of a
+    client that hung up), so a saga's compensation never stops half way."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve_outcome)
+    return await asyncio.shield(task)
+
+
+class _CarChanged(Exception):
+    """The test drive's car changed (a move landed) between freeing the car and the desk."""
 
 
 # Called inside the appointment's transaction (a test drive records its saga step there).
@@ -407,7 +446,8 @@ class SchedulingService:
     #
     #   1. record the attempt          (with a caller's key: it numbers that key's attempts)
     #   2. hold the car                (undone by letting the hold go; it lapses at its TTL)
-    #   3. book the desk appointment   (and record, in the same transaction, that it exists)
+    #   3. book the desk appointment   (and record, in the same transaction, that it exists,
+    #                                   and on the appointment row the car's hold id)
     #   4. confirm the car             (a timeout leaves its outcome unknown: asked again)
     #   5. record the attempt settled, with the caller's answer
     #
@@ -419,6 +459,7 @@ class SchedulingService:
     # cancelled and the attempt stays unsettled: a retry with the same key, or
     # ``settle_test_drives`` (the scheduling deployment runs it), finishes it later. So after
     # any failure there are both halves or neither, and a car hold at most until its TTL.
+    # Cancelling or moving a booked test drive: see "changing a test drive" below.
 
     async def book_test_drive(
         self, request: TestDriveRequest, idempotency_key: str | None = None
@@ -429,15 +470,12 @@ class SchedulingService:
         hold is confirmed; a failure undoes what was done (see the saga notes above). The saga
         runs to its end even if the caller goes away, so a compensation never stops half way.
         """
-        task = asyncio.ensure_future(self._book_test_drive(request, idempotency_key))
-        task.add_done_callback(_retrieve_outcome)
-        return await asyncio.shield(task)
+        return await _run_to_end(self._book_test_drive(request, idempotency_key))
 
     async def _book_test_drive(
         self, request: TestDriveRequest, idempotency_key: str | None
     ) -> TestDrive:
-        if self.vehicles is None:
-            raise DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+        self._vehicle_holds()
         key = idempotency.check_key(idempotency_key)
         unit_id = check_id(request.vehicle_unit_id, field="vehicle_unit_id")
         wanted = self._check_booking(
@@ -474,10 +512,30 @@ class SchedulingService:
     ) -> tuple[_DriveAttempt, TestDrive | None]:
         """The next attempt for this request, after settling any earlier attempt of its key.
         If an earlier attempt had in fact booked both halves, its test drive is the answer."""
+
+        async def settle(attempt: _DriveAttempt) -> TestDrive | None:
+            drive = await self._settle_drive(attempt)
+            if drive is not None:
+                await self._remember_drive(attempt, key, payload, drive, settled=True)
+            return drive
+
+        return await self._next_attempt(key, payload, kind="", settle=settle)
+
+    async def _next_attempt(
+        self,
+        key: str | None,
+        payload: dict[str, Any],
+        *,
+        kind: str,
+        settle: Callable[[_DriveAttempt], Awaitable[_T | None]],
+    ) -> tuple[_DriveAttempt, _T | None]:
+        """The next attempt of a saga (``kind``: "" a booking, "m" a move) for this request,
+        after ``settle`` brought each earlier attempt of its key to its end. ``settle`` answers
+        what that attempt achieved if it did succeed after all, which is then the answer."""
         if key is None:
-            return _DriveAttempt(f"~{uuid.uuid4().hex}|0"), None
+            return _DriveAttempt(f"~{uuid.uuid4().hex}|{kind}0"), None
         for n in range(TEST_DRIVE_MAX_ATTEMPTS):
-            attempt = _DriveAttempt(f"{key}|{n}")
+            attempt = _DriveAttempt(f"{key}|{kind}{n}")
             # Refuses a key reused for another request (Conflict), as every replay does.
             started = await idempotency.replay(
                 self.pool, scope=_TD_STARTED, key=attempt.key, payload=payload
@@ -498,10 +556,9 @@ class SchedulingService:
                     ) from None
                 return attempt, None
             # That attempt never answered (it failed, or its process died): settle it first.
-            drive = await self._settle_drive(attempt)
-            if drive is not None:
-                await self._remember_drive(attempt, key, payload, drive, settled=True)
-                return attempt, drive
+            earlier = await settle(attempt)
+            if earlier is not None:
+                return attempt, earlier
         raise Conflict(
             "That request was tried too many times with one idempotency key; use a new key.",
             idempotency_key=key,
@@ -527,6 +584,8 @@ class SchedulingService:
                 payload=attempt.record,
                 response={"appointment_id": appointment.appointment_id, "hold_id": hold.hold_id},
             )
+            # The durable link a cancel or a move of the test drive follows to the car.
+            await conn.execute(q.SET_CAR_HOLD, uuid.UUID(appointment.appointment_id), hold.hold_id)
 
         try:
             appointment = await self._book(st, wanted, end, None, also=record_booked)
@@ -541,9 +600,9 @@ class SchedulingService:
         await self._remember_drive(attempt, key, payload, answer)
         return answer
 
-    def _vehicle_holds(self) -> VehicleHolds:
+    def _vehicle_holds(self, message: str = _BOOK_UNKNOWN) -> VehicleHolds:
         if self.vehicles is None:
-            raise DependencyUnavailable("Test drives cannot be booked right now; try again soon.")
+            raise DependencyUnavailable(message)
         return self.vehicles
 
     async def _hold_car(self, attempt: _DriveAttempt, request: HoldRequest) -> HoldResponse:
@@ -724,12 +783,14 @@ class SchedulingService:
             log.info("unsettled test drive found booked", extra={"attempt": attempt.key})
         return _drive_answer(appointment, car)
 
-    async def _mark_drive_settled(self, attempt: _DriveAttempt, outcome: str) -> None:
+    async def _mark_drive_settled(
+        self, attempt: _DriveAttempt, outcome: str, *, scope: str = _TD_SETTLED
+    ) -> None:
         try:
             async with self.pool.acquire() as conn:
                 await idempotency.remember(
                     conn,
-                    scope=_TD_SETTLED,
+                    scope=scope,
                     key=attempt.key,
                     payload=attempt.record,
                     response={"outcome": outcome},
@@ -785,9 +846,10 @@ class SchedulingService:
     ) -> int:
         """Settle test-drive attempts that booked an appointment and never finished (their
         process died, or inventory could not tell whether the car was booked): both halves,
-        or neither. Only attempts older than ``older_than`` are looked at (by default a car
-        hold's TTL and then some, when no confirm can still land). Returns how many were
-        settled; the others are tried again next time."""
+        or neither. Then cancels and moves of test drives left half way, the same way (see
+        "changing a test drive"). Only attempts older than ``older_than`` are looked at (by
+        default a car hold's TTL and then some, when no confirm can still land). Returns how
+        many were settled; the others are tried again next time."""
         if self.vehicles is None:
             return 0
         if older_than is None:
@@ -796,26 +858,31 @@ class SchedulingService:
                 + self.reservations.pending_ttl_seconds
                 + _SWEEP_MARGIN_SECONDS
             )
-        with _storage_errors():
-            rows = await self.pool.fetch(
-                _SELECT_UNSETTLED_TEST_DRIVES,
-                _TD_BOOKED,
-                _TD_SETTLED,
-                older_than.total_seconds(),
-                limit,
-                _SWEEP_HORIZON.total_seconds(),
-            )
+        sweeps: list[tuple[str, str, Callable[[_DriveAttempt], Awaitable[object]]]] = [
+            (_TD_BOOKED, _TD_SETTLED, self._settle_drive),
+            (_TD_CHANGE, _TD_CHANGE_SETTLED, self._settle_change),
+        ]
         settled = 0
-        for row in rows:
-            attempt = _DriveAttempt(row["key"])
-            try:
-                await self._settle_drive(attempt)
-            except Exception:
-                log.warning(
-                    "test drive still unsettled", extra={"attempt": attempt.key}, exc_info=True
+        for began, ended, settle in sweeps:
+            with _storage_errors():
+                rows = await self.pool.fetch(
+                    _SELECT_UNSETTLED_TEST_DRIVES,
+                    began,
+                    ended,
+                    older_than.total_seconds(),
+                    limit,
+                    _SWEEP_HORIZON.total_seconds(),
                 )
-                continue
-            settled += 1
+            for row in rows:
+                attempt = _DriveAttempt(row["key"])
+                try:
+                    await settle(attempt)
+                except Exception:
+                    log.warning(
+                        "test drive still unsettled", extra={"attempt": attempt.key}, exc_info=True
+                    )
+                    continue
+                settled += 1
         return settled
 
     def _check_booking(self, request: BookRequest) -> _Wanted:
@@ -967,7 +1034,13 @@ class SchedulingService:
         idempotency_key: str | None = None,
     ) -> Appointment:
         """Move an appointment; the new time is held before the old one is let go, possibly on
-        another resource of the pool. A move that fails leaves the appointment where it was."""
+        another resource of the pool. A move that fails leaves the appointment where it was. A
+        test drive's car moves with it, or neither moves (see "changing a test drive")."""
+        return await _run_to_end(self._reschedule(appointment_id, new_start, idempotency_key))
+
+    async def _reschedule(
+        self, appointment_id: str, new_start: str | datetime, idempotency_key: str | None
+    ) -> Appointment:
         key = idempotency.check_key(idempotency_key)
         aid = _parse_uuid(appointment_id, what="an appointment", field="appointment_id")
         start = parse_datetime(new_start, field="new_start", tz=self.tz)
@@ -991,54 +1064,80 @@ class SchedulingService:
                 )
             st = await self._service_type(current.service_type)
             end = self.calendar.check_start(start, st.duration_minutes, now, what=st.spoken)
-            answer: list[Appointment] = []
+            car_hold = await self.pool.fetchval(q.SELECT_CAR_HOLD, aid)
+            if car_hold is not None:
+                return await self._move_test_drive(current, car_hold, st, start, end, key, payload)
+            return await self._move_desk(current, st, start, end, key, payload)
 
-            async def write_details(conn: asyncpg.Connection, booking: Booking) -> None:
-                customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
-                await self._refresh_preferences(conn, customer_id)
-                moved = await self._appointment(conn, aid)
-                if key:
-                    await idempotency.remember(
-                        conn,
-                        scope="scheduling.reschedule",
-                        key=key,
-                        payload=payload,
-                        response=moved.model_dump(mode="json"),
-                    )
-                answer.append(moved)
+    async def _move_desk(
+        self,
+        current: Appointment,
+        st: _ServiceType,
+        start: datetime,
+        end: datetime,
+        key: str | None,
+        payload: dict[str, Any],
+        *,
+        also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    ) -> Appointment:
+        """Move the appointment's booking; ``also`` runs in the move's transaction."""
+        aid = uuid.UUID(current.appointment_id)
+        answer: list[Appointment] = []
 
-            # Its own resource first: the customer keeps their bay when it is free.
-            order = [current.resource_id, *(r for r in st.resource_ids if r != current.resource_id)]
-            for resource_id in order:
-                try:
-                    await self.reservations.move_booking(
-                        current.booking_id,
-                        resource_id=resource_id,
-                        start=start,
-                        end=end,
-                        cell_seconds=self.cell_seconds,
-                        write_details=write_details,
+        async def write_details(conn: asyncpg.Connection, booking: Booking) -> None:
+            customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
+            if also is not None:
+                await also(conn)
+            await self._refresh_preferences(conn, customer_id)
+            moved = await self._appointment(conn, aid)
+            if key:
+                await idempotency.remember(
+                    conn,
+                    scope="scheduling.reschedule",
+                    key=key,
+                    payload=payload,
+                    response=moved.model_dump(mode="json"),
+                )
+            answer.append(moved)
+
+        # Its own resource first: the customer keeps their bay when it is free.
+        order = [current.resource_id, *(r for r in st.resource_ids if r != current.resource_id)]
+        for resource_id in order:
+            try:
+                await self.reservations.move_booking(
+                    current.booking_id,
+                    resource_id=resource_id,
+                    start=start,
+                    end=end,
+                    cell_seconds=self.cell_seconds,
+                    write_details=write_details,
+                )
+            except Unavailable:
+                continue
+            except asyncpg.UniqueViolationError as error:
+                if key and _is_idempotency_race(error):
+                    prior = await idempotency.replay(
+                        self.pool, scope="scheduling.reschedule", key=key, payload=payload
                     )
-                except Unavailable:
-                    continue
-                except asyncpg.UniqueViolationError as error:
-                    if key and _is_idempotency_race(error):
-                        prior = await idempotency.replay(
-                            self.pool, scope="scheduling.reschedule", key=key, payload=payload
-                        )
-                        if prior is not None:
-                            return Appointment.model_validate(prior)
-                    raise
-                return answer[0]
-            raise await self._taken(st, start)
+                    if prior is not None:
+                        return Appointment.model_validate(prior)
+                raise
+            return answer[0]
+        raise await self._taken(st, start)
 
     async def cancel_appointment(
         self, appointment_id: str, reason: str, idempotency_key: str | None = None
     ) -> Appointment:
-        """Mark the appointment cancelled (never deleted) and offer its time again."""
+        """Mark the appointment cancelled (never deleted) and offer its time again. A test
+        drive's car is cancelled first (see "changing a test drive")."""
+        return await _run_to_end(self._cancel(appointment_id, reason, idempotency_key))
+
+    async def _cancel(
+        self, appointment_id: str, reason: str, idempotency_key: str | None
+    ) -> Appointment:
         key = idempotency.check_key(idempotency_key)
         aid = _parse_uuid(appointment_id, what="an appointment", field="appointment_id")
-        why = clean_text(reason, field="reason", max_length=500, required=True)
+        why = clean_text(reason, field="reason", max_length=500, required=True) or ""
         payload = {"appointment_id": str(aid), "reason": why}
         async with self._write("scheduling.cancel", key):
             if key and (prior := await idempotency.replay(
@@ -1051,36 +1150,376 @@ class SchedulingService:
                     "That appointment has already started, so it can no longer be cancelled.",
                     appointment_id=str(aid),
                 )
+            if await self.pool.fetchval(q.SELECT_CAR_HOLD, aid) is not None:
+                return await self._cancel_test_drive(current, why, key, payload)
+            return await self._cancel_desk(current, why, key, payload)
+
+    async def _cancel_desk(
+        self,
+        current: Appointment,
+        why: str,
+        key: str | None,
+        payload: dict[str, Any] | None,
+        *,
+        car_hold: str | None = None,
+        attempt: _DriveAttempt | None = None,
+    ) -> Appointment:
+        """Cancel the appointment's booking. For a test drive, ``car_hold`` is the car just
+        freed (refused with ``_CarChanged`` if the appointment has another car by now) and the
+        cancel ``attempt`` is recorded settled in the same transaction."""
+        aid = uuid.UUID(current.appointment_id)
+        try:
+            # Lock order everywhere: booking, appointment, customer (no deadlock with a
+            # concurrent reschedule of the same appointment).
+            async with self.pool.acquire() as conn, conn.transaction():
+                if car_hold is not None:
+                    # A move of this appointment commits before this lock is granted, or
+                    # waits for this transaction (and then finds the booking cancelled).
+                    await conn.execute(q.LOCK_BOOKING, uuid.UUID(current.booking_id))
+                    if await conn.fetchval(q.SELECT_CAR_HOLD, aid) != car_hold:
+                        raise _CarChanged
+                await self.reservations.cancel_booking(
+                    uuid.UUID(current.booking_id),
+                    reason=why,
+                    cell_seconds=self.cell_seconds,
+                    conn=conn,
+                )
+                customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
+                await self._refresh_preferences(conn, customer_id)
+                cancelled = await self._appointment(conn, aid)
+                if attempt is not None:
+                    await idempotency.note(
+                        conn,
+                        scope=_TD_CHANGE_SETTLED,
+                        key=attempt.key,
+                        payload=attempt.record,
+                        response={"outcome": "cancelled"},
+                    )
+                if key:
+                    await idempotency.remember(
+                        conn,
+                        scope="scheduling.cancel",
+                        key=key,
+                        payload=payload,
+                        response=cancelled.model_dump(mode="json"),
+                    )
+        except asyncpg.UniqueViolationError as error:
+            if key and _is_idempotency_race(error):
+                prior = await idempotency.replay(
+                    self.pool, scope="scheduling.cancel", key=key, payload=payload
+                )
+                if prior is not None:
+                    return Appointment.model_validate(prior)
+            raise
+        return cancelled
+
+    # -- changing a test drive -----------------------------------------------------------------
+    #
+    # The appointment row names the hold its demo car was booked from (``car_hold_id``, written
+    # in the appointment's transaction by the booking saga); inventory finds the car's rental by
+    # it. Cancelling or moving a test drive changes both halves or neither, with records like
+    # the booking saga's: ``_TD_CHANGE`` when it begins (what it does), ``_TD_CHANGE_SETTLED``
+    # once the car matches the desk again. A retry, or ``settle_test_drives``, finishes a change
+    # left half way (a process died, inventory stopped answering).
+    #
+    # Cancel, forward only, every step idempotent:
+    #   1. record the cancel (one per appointment)      PostgreSQL down: 503, nothing changed
+    #   2. free the car: let its hold go (no late confirm can book it then) or cancel the
+    #      rental booked from it                        inventory unreachable: 503, the desk
+    #                                                   untouched; the cancel finishes later
+    #   3. cancel the desk appointment and record the cancel settled, in one transaction, if
+    #      the appointment still has that car (a move landed meanwhile: 2 again, with its car)
+    # The car goes first, so an appointment is never cancelled while its car stays booked; and
+    # a car can always be freed, so a recorded cancel only ever moves forward: the caller who
+    # heard the 503 can ask again, or leave it to the sweep.
+    #
+    # Move: a second booking of the car, then the desk (the pivot), then the old car goes:
+    #   1. refused at once: a time overlapping the current one (the car's own booking would be
+    #      in the way), a test drive being cancelled, a car not booked (yet)
+    #   2. hold the car at the new time                 taken: refused, nothing changed
+    #   3. record the move (from which car hold to which)
+    #   4. confirm the new hold                         the car is booked at both times now
+    #   5. move the desk (its move holds the new time before letting the old go); in the same
+    #      transaction the appointment takes the new car's hold and the move is decided "moved"
+    #   6. free the old car; record the move settled
+    # A failure before 5 commits decides "kept" instead (the record 5 writes: whichever comes
+    # first stands, so a late step 5 fails) and frees the new car: both halves stay at the old
+    # time. A failure after 5 only delays 6: both halves are at the new time, and a retry or the
+    # sweep cancels the old car's booking. The car is never booked at neither time, so no one
+    # can take the old time while the move may still fail.
+
+    async def _move_test_drive(
+        self,
+        current: Appointment,
+        car_hold: str,
+        st: _ServiceType,
+        start: datetime,
+        end: datetime,
+        key: str | None,
+        payload: dict[str, Any],
+    ) -> Appointment:
+        aid = uuid.UUID(current.appointment_id)
+        self._vehicle_holds(_CHANGE_UNWIRED)
+        if start < current.end and current.start < end:
+            if start == current.start:
+                return current  # it is there already
+            raise Conflict(
+                "A test drive can only move to a time clear of its current one; to move it by "
+                "less than its length, cancel it and book the new time.",
+                appointment_id=str(aid),
+            )
+        cancelling = _cancel_attempt(aid)
+        if await idempotency.replay(
+            self.pool, scope=_TD_CHANGE, key=cancelling.key, payload=cancelling.record
+        ):
+            raise Conflict(
+                "That test drive is being cancelled, so it can no longer be moved.",
+                appointment_id=str(aid),
+            )
+        car = await self._car_booking(car_hold)
+        if car is None:
+            # The booking saga has not settled yet (inventory could not say whether the car
+            # was booked); it keeps both halves or neither within minutes.
+            raise DependencyUnavailable(
+                "That test drive is still being booked; try again in a few minutes.",
+                appointment_id=str(aid),
+            )
+        if car.status != "confirmed":
+            raise Conflict(
+                "That test drive is being cancelled, so it can no longer be moved.",
+                appointment_id=str(aid),
+            )
+        attempt, earlier = await self._next_attempt(
+            key, payload, kind="m", settle=self._settle_earlier_move
+        )
+        if earlier is not None:
+            return earlier
+        try:
+            hold = await self._hold_car(
+                attempt,
+                HoldRequest(unit_id=car.unit_id, start=start, end=end, call_id=car.call_id),
+            )
+        except UnitInMaintenance:
+            raise  # its own sentence: the car cannot be driven at any time for now
+        except Unavailable as e:
+            raise Unavailable(
+                f"The {car.unit_name} is already booked at that time, so the test drive stays "
+                "where it is; I can look for another time.",
+                **e.details,
+            ) from None
+        change = {
+            "op": "move",
+            "appointment_id": str(aid),
+            "from_hold": car_hold,
+            "to_hold": hold.hold_id,
+        }
+        try:
+            async with self.pool.acquire() as conn:
+                await idempotency.remember(
+                    conn,
+                    scope=_TD_CHANGE,
+                    key=attempt.key,
+                    payload=attempt.record,
+                    response=change,
+                )
+        except Exception:
+            await self._let_car_go(attempt, hold.hold_id)
+            raise
+
+        async def take_new_car(conn: asyncpg.Connection) -> None:
+            # The pivot, in the desk move's transaction.
+            if await conn.fetchval(q.SWAP_CAR_HOLD, aid, car_hold, hold.hold_id) is None:
+                raise Conflict(
+                    "That test drive changed while it was being moved; try again.",
+                    appointment_id=str(aid),
+                )
+            await idempotency.remember(
+                conn,
+                scope=_TD_MOVE_DECIDED,
+                key=attempt.key,
+                payload=attempt.record,
+                response={"outcome": "moved"},
+            )
+
+        try:
+            await self._confirm_car(attempt, hold.hold_id)
+            moved = await self._move_desk(current, st, start, end, key, payload, also=take_new_car)
+        except Exception as error:
+            return await self._undo_move(attempt, change, error)
+        try:
+            await self._settle_move(attempt, change)
+        except Exception:
+            log.warning(
+                "test drive moved; its old car booking is left for the sweep",
+                extra={"attempt": attempt.key, "hold_id": car_hold},
+                exc_info=True,
+            )
+        return moved
+
+    async def _undo_move(
+        self, attempt: _DriveAttempt, change: dict[str, Any], error: Exception
+    ) -> Appointment:
+        """After a move failed before or at the pivot: both halves back at the old time (raise
+        ``error``), or, if the desk move committed after all, the moved appointment."""
+        facts = {"attempt": attempt.key, "appointment_id": change["appointment_id"]}
+        caller_error = (
+            error if isinstance(error, DomainError) else _unknown_error(error, _MOVE_UNKNOWN)
+        )
+        try:
+            outcome = await self._settle_move(attempt, change)
+        except Exception:
+            log.error("test-drive move unsettled: left for the sweep", extra=facts, exc_info=True)
+            raise caller_error from None
+        if outcome == "moved":
+            log.warning("test-drive move committed although its answer was lost", extra=facts)
+            return await self._appointment(self.pool, uuid.UUID(str(change["appointment_id"])))
+        log.info("test-drive move undone: the new car let go, both halves kept", extra=facts)
+        raise caller_error
+
+    async def _settle_move(self, attempt: _DriveAttempt, change: dict[str, Any]) -> str:
+        """Bring a move to both halves at the new time ("moved") or both at the old ("kept"):
+        decide, then free the car the desk no longer has, then record the move settled.
+        Raises DependencyUnavailable while inventory cannot be reached."""
+        outcome = await self._decide_move(attempt)
+        if outcome == "moved":
+            await self._free_car(attempt, str(change["from_hold"]), _MOVED_CAR_REASON)
+        else:
+            await self._free_car(attempt, str(change["to_hold"]), _KEPT_CAR_REASON)
+        await self._mark_drive_settled(attempt, outcome, scope=_TD_CHANGE_SETTLED)
+        return outcome
+
+    async def _decide_move(self, attempt: _DriveAttempt) -> str:
+        """The move's outcome: "moved" if its desk move committed; otherwise "kept", recorded
+        now, after which that desk move cannot commit any more (it writes the same record)."""
+        async with self.pool.acquire() as conn:
+            if await idempotency.note(
+                conn,
+                scope=_TD_MOVE_DECIDED,
+                key=attempt.key,
+                payload=attempt.record,
+                response={"outcome": "kept"},
+            ):
+                return "kept"
+        decided = await idempotency.replay(
+            self.pool, scope=_TD_MOVE_DECIDED, key=attempt.key, payload=attempt.record
+        )
+        return str(decided["outcome"]) if decided else "kept"
+
+    async def _settle_earlier_move(self, attempt: _DriveAttempt) -> Appointment | None:
+        """Settle an earlier move attempt of the caller's key: the moved appointment if it did
+        move, else None (it never got as far as the car, or both halves were kept)."""
+        change = await idempotency.replay(
+            self.pool, scope=_TD_CHANGE, key=attempt.key, payload=attempt.record
+        )
+        if change is None:
+            return None  # a car hold it may have placed lapses at its TTL
+        settled = await idempotency.replay(
+            self.pool, scope=_TD_CHANGE_SETTLED, key=attempt.key, payload=attempt.record
+        )
+        outcome = str(settled["outcome"]) if settled else await self._settle_move(attempt, change)
+        if outcome != "moved":
+            return None
+        return await self._appointment(self.pool, uuid.UUID(str(change["appointment_id"])))
+
+    async def _cancel_test_drive(
+        self, current: Appointment, why: str, key: str | None, payload: dict[str, Any]
+    ) -> Appointment:
+        self._vehicle_holds(_CHANGE_UNWIRED)
+        aid = uuid.UUID(current.appointment_id)
+        attempt = _cancel_attempt(aid)
+        async with self.pool.acquire() as conn:
+            # The first reason stands for the sweep; this request's goes on the appointment.
+            await idempotency.note(
+                conn,
+                scope=_TD_CHANGE,
+                key=attempt.key,
+                payload=attempt.record,
+                response={"op": "cancel", "appointment_id": str(aid), "reason": why},
+            )
+        return await self._finish_cancel(attempt, current, why, key, payload)
+
+    async def _finish_cancel(
+        self,
+        attempt: _DriveAttempt,
+        current: Appointment,
+        why: str,
+        key: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Appointment:
+        """Free the test drive's car, then cancel the desk appointment (steps 2 and 3)."""
+        aid = uuid.UUID(current.appointment_id)
+        for _ in range(_CANCEL_ROUNDS):
+            car_hold = str(await self.pool.fetchval(q.SELECT_CAR_HOLD, aid))
             try:
-                # Lock order everywhere: booking, appointment, customer (no deadlock with a
-                # concurrent reschedule of the same appointment).
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await self.reservations.cancel_booking(
-                        uuid.UUID(current.booking_id),
-                        reason=why or "",
-                        cell_seconds=self.cell_seconds,
-                        conn=conn,
-                    )
-                    customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
-                    await self._refresh_preferences(conn, customer_id)
-                    cancelled = await self._appointment(conn, aid)
-                    if key:
-                        await idempotency.remember(
-                            conn,
-                            scope="scheduling.cancel",
-                            key=key,
-                            payload=payload,
-                            response=cancelled.model_dump(mode="json"),
-                        )
-            except asyncpg.UniqueViolationError as error:
-                if key and _is_idempotency_race(error):
-                    prior = await idempotency.replay(
-                        self.pool, scope="scheduling.cancel", key=key, payload=payload
-                    )
-                    if prior is not None:
-                        return Appointment.model_validate(prior)
+                await self._free_car(attempt, car_hold, why)
+            except DependencyUnavailable as e:
+                log.warning("test-drive cancel waits for its car", extra={"attempt": attempt.key})
+                raise DependencyUnavailable(_CANCEL_UNKNOWN, appointment_id=str(aid)) from e
+            try:
+                return await self._cancel_desk(
+                    current, why, key, payload, car_hold=car_hold, attempt=attempt
+                )
+            except _CarChanged:
+                log.info("test drive moved while being cancelled", extra={"attempt": attempt.key})
+        raise Conflict(
+            "That test drive changed while it was being cancelled; try again.",
+            appointment_id=str(aid),
+        )
+
+    async def _settle_change(self, attempt: _DriveAttempt) -> None:
+        """The sweep's end of a cancel or move left half way."""
+        change = await idempotency.replay(
+            self.pool, scope=_TD_CHANGE, key=attempt.key, payload=attempt.record
+        )
+        if change is None:
+            return
+        if change["op"] == "cancel":
+            current = await self._appointment(self.pool, uuid.UUID(str(change["appointment_id"])))
+            await self._finish_cancel(attempt, current, str(change["reason"]))
+        else:
+            await self._settle_move(attempt, change)
+
+    async def _car_booking(self, hold_id: str) -> RentalBooking | None:
+        """The rental booked from the car's hold, or None if it never became one."""
+        vehicles = self._vehicle_holds(_CHANGE_UNWIRED)
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                return await vehicles.booking_for_hold(hold_id)
+            except DependencyUnavailable as e:
+                unknown = e
+            except DomainError:
                 raise
-            return cancelled
+            except Exception as e:
+                unknown = e
+        raise _unknown_error(unknown, _MOVE_UNKNOWN)
+
+    async def _free_car(self, attempt: _DriveAttempt, hold_id: str, reason: str) -> None:
+        """Make sure no rental stands on a car hold: let the hold go (then no confirm still on
+        its way can book it) or, if it is gone, cancel the rental booked from it, if any.
+        Idempotent. Raises DependencyUnavailable while inventory cannot tell."""
+        vehicles = self._vehicle_holds(_CHANGE_UNWIRED)
+        facts = {"attempt": attempt.key, "hold_id": hold_id}
+        unknown: Exception | None = None
+        for pause in _retry_pauses():
+            await asyncio.sleep(pause)
+            try:
+                if (await vehicles.release_hold(hold_id)).released:
+                    log.info("test-drive car hold let go", extra=facts)
+                    return
+                await vehicles.cancel_rental_for_hold(hold_id, reason[:300])
+            except NotFound:
+                return  # the hold lapsed or was let go: it never became a booking
+            except Conflict as e:
+                unknown = e  # a confirm of this hold is under way: ask again once it ended
+            except Exception as e:
+                unknown = e
+            else:
+                log.info("test-drive car booking cancelled", extra=facts)
+                return
+            log.warning("test-drive car: could not free it yet", extra=facts)
+        raise _unknown_error(unknown)
 
     async def get_appointment(self, appointment_id: str) -> Appointment:
         aid = _parse_uuid(appointment_id, what="an appointment", field="appointment_id")

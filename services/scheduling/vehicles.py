@@ -1,4 +1,5 @@
-"""What the scheduling desk needs from inventory to book a dealership test drive.
+"""What the scheduling desk needs from inventory to book, move and cancel a dealership test
+drive.
 
 Inventory's ``InventoryService`` satisfies this in one process; in the mesh a handle to the
 inventory application does (``deployments.handles.RemoteVehicleHolds``).
@@ -21,3 +22,9 @@ class VehicleHolds(Protocol):
     ) -> RentalBooking: ...
 
     async def release_hold(self, hold_id: str) -> ReleaseResult: ...
+
+    async def booking_for_hold(self, hold_id: str) -> RentalBooking | None: ...
+
+    async def cancel_rental_for_hold(
+        self, hold_id: str, reason: str | None = None
+    ) -> RentalBooking: ...

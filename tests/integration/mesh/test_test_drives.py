@@ -1,5 +1,6 @@
 """A dealership test drive over real HTTP: the scheduling application books the sales desk
-and holds and confirms the demo car through its handle to the inventory application."""
+and holds and confirms the demo car through its handle to the inventory application, and
+cancels or moves the car with the appointment."""
 
 from __future__ import annotations
 
@@ -51,3 +52,52 @@ async def test_an_unknown_car_is_404_and_books_nothing(client: httpx.AsyncClient
     assert r.status_code == 404, r.text
     mine = await client.get("/scheduling/appointments", params={"phone": "+15553330103"})
     assert mine.json() == []
+
+
+async def _car_hold(client: httpx.AsyncClient, car: str, start: str) -> int:
+    """Try to hold the car at that time; let any hold go again. The status code."""
+    r = await client.post("/inventory/holds", json={"unit_id": car, "start": start})
+    if r.status_code == 201:
+        gone = await client.delete(f"/inventory/holds/{r.json()['hold_id']}")
+        assert gone.status_code == 204
+    return r.status_code
+
+
+async def test_cancelling_a_test_drive_over_http_frees_its_car(client: httpx.AsyncClient):
+    start = _weekday_at(10)
+    body = {"phone": "+15553330104", "vehicle_unit_id": "VEH-RAV4-01", "start": start}
+    r = await client.post("/scheduling/test-drives", json=body)
+    assert r.status_code == 201, r.text
+    drive = r.json()
+    assert await _car_hold(client, "VEH-RAV4-01", start) == 409  # the car is booked then
+
+    aid = drive["appointment"]["appointment_id"]
+    cancel = {"reason": "bought one elsewhere"}
+    headers = {"Idempotency-Key": "td-cancel-a"}
+    r = await client.post(f"/scheduling/appointments/{aid}/cancel", json=cancel, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
+    car = await client.get(f"/inventory/bookings/{drive['vehicle_booking_id']}")
+    assert car.status_code == 200 and car.json()["status"] == "cancelled"
+    assert await _car_hold(client, "VEH-RAV4-01", start) == 201  # free for someone else
+    replay = await client.post(
+        f"/scheduling/appointments/{aid}/cancel", json=cancel, headers=headers
+    )
+    assert replay.status_code == 200 and replay.json() == r.json()
+
+
+async def test_moving_a_test_drive_over_http_moves_its_car(client: httpx.AsyncClient):
+    old, new = _weekday_at(11), _weekday_at(13)
+    body = {"phone": "+15553330105", "vehicle_unit_id": "VEH-F150-01", "start": old}
+    r = await client.post("/scheduling/test-drives", json=body)
+    assert r.status_code == 201, r.text
+    drive = r.json()
+    aid = drive["appointment"]["appointment_id"]
+
+    r = await client.post(f"/scheduling/appointments/{aid}/reschedule", json={"start": new})
+    assert r.status_code == 200, r.text
+    assert r.json()["start"] == new and r.json()["status"] == "confirmed"
+    first_car = await client.get(f"/inventory/bookings/{drive['vehicle_booking_id']}")
+    assert first_car.json()["status"] == "cancelled"
+    assert await _car_hold(client, "VEH-F150-01", new) == 409
+    assert await _car_hold(client, "VEH-F150-01", old) == 201

@@ -1,5 +1,6 @@
 """A test drive's saga when the inventory side fails: after every failure there are both
-halves (the sales-desk appointment and the car's booking) or neither.
+halves (the sales-desk appointment and the car's booking) or neither; and a cancelled or moved
+test drive has both halves cancelled or moved, or both as they were.
 
 The inventory side is the real ``InventoryService`` over the real PostgreSQL and Redis (both
 backends), reached through the real ``RemoteVehicleHolds`` and ``RemoteDeployment``; only the
@@ -19,9 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
-from services.errors import DependencyUnavailable, HoldExpired, Unavailable
+from services.errors import Conflict, DependencyUnavailable, HoldExpired, Unavailable
 from services.inventory import HoldRequest, InventoryService
-from services.scheduling import SchedulingService, TestDriveRequest
+from services.scheduling import BookRequest, SchedulingService, TestDriveRequest
 from services.scheduling import service as scheduling_module
 
 pytestmark = pytest.mark.integration
@@ -370,3 +371,202 @@ async def test_a_caller_that_goes_away_does_not_stop_the_rollback(fresh):
         "the test-drive car could not be booked",
     )
     assert first == 1 and drive.appointment.status == "confirmed"
+
+
+# -- cancelling and moving a booked test drive ------------------------------------------------
+
+
+async def _car_starts(pool) -> list[datetime]:
+    rows = await pool.fetch(
+        """SELECT lower(during) AS starts FROM bookings
+            WHERE resource_id = $1 AND status = 'confirmed' ORDER BY lower(during)""",
+        CAR,
+    )
+    return [r["starts"] for r in rows]
+
+
+async def _desk_start(scheduling: SchedulingService, appointment_id: str) -> datetime | None:
+    """When the appointment is, or None once cancelled."""
+    appointment = await scheduling.get_appointment(appointment_id)
+    return appointment.start if appointment.status == "confirmed" else None
+
+
+async def test_a_cancel_while_inventory_is_down_changes_nothing_and_finishes_later(fresh):
+    scheduling, inventory, handle = _mesh(fresh)
+    start = _weekday_at(10)
+    drive = await scheduling.book_test_drive(_request(start))
+    aid = drive.appointment.appointment_id
+    handle.default = "down"
+    with pytest.raises(DependencyUnavailable) as refused:
+        await scheduling.cancel_appointment(aid, "sold my old car", idempotency_key="cx-1")
+    assert "finishes on its own" in refused.value.message
+    assert await _halves(fresh.pool) == (1, 1)  # the desk is untouched while the car is
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 0
+    with pytest.raises(Conflict):  # a test drive being cancelled is not moved meanwhile
+        await scheduling.reschedule_appointment(aid, _weekday_at(15))
+
+    handle.default = "ok"
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 1
+    assert await _halves(fresh.pool) == (0, 0)
+    assert await _car_is_free(inventory, start)
+    # The caller asking again hears the cancelled appointment.
+    again = await scheduling.cancel_appointment(aid, "sold my old car", idempotency_key="cx-1")
+    assert again.status == "cancelled" and again.cancel_reason == "sold my old car"
+
+
+async def test_a_cancel_that_died_after_the_car_is_finished_by_the_retry(fresh):
+    scheduling, _, handle = _mesh(fresh)
+    drive = await scheduling.book_test_drive(_request(_weekday_at(11)))
+    aid = drive.appointment.appointment_id
+    handle.plan("cancel_rental_for_hold", "crash")  # the car is cancelled, then the process dies
+    with pytest.raises(Crash):
+        await scheduling.cancel_appointment(aid, "too far to drive", idempotency_key="cx-2")
+    assert await _halves(fresh.pool) == (1, 0)
+
+    cancelled = await scheduling.cancel_appointment(aid, "too far to drive", idempotency_key="cx-2")
+    assert cancelled.status == "cancelled"
+    assert await _halves(fresh.pool) == (0, 0)
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 0  # nothing left
+
+
+async def test_a_half_done_cancel_is_finished_by_the_sweep(fresh):
+    scheduling, _, handle = _mesh(fresh)
+    drive = await scheduling.book_test_drive(_request(_weekday_at(11, 30)))
+    handle.plan("cancel_rental_for_hold", "crash")
+    with pytest.raises(Crash):
+        await scheduling.cancel_appointment(drive.appointment.appointment_id, "ill")
+    assert await _halves(fresh.pool) == (1, 0)
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 1
+    assert await _halves(fresh.pool) == (0, 0)
+    reason = await fresh.pool.fetchval(
+        "SELECT cancel_reason FROM bookings WHERE kind = 'appointment' AND status = 'cancelled'"
+    )
+    assert reason == "ill"
+
+
+async def test_a_move_whose_new_car_was_never_confirmed_keeps_both_at_the_old_time(fresh):
+    scheduling, inventory, handle = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(14)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    handle.plan("confirm_hold", "lost", "lost", "lost")
+    with pytest.raises(DependencyUnavailable):
+        await scheduling.reschedule_appointment(aid, new)
+    assert await _desk_start(scheduling, aid) == old
+    assert await _car_starts(fresh.pool) == [old]
+    assert await _car_is_free(inventory, new)  # its hold was let go, not left to lapse
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 0
+
+
+async def test_a_move_whose_new_car_was_confirmed_late_keeps_both_at_the_old_time(fresh):
+    """The desk is taken at the new time, and the new car's confirm landed after its caller
+    stopped waiting: the move is undone, the late booking of the car cancelled."""
+    scheduling, inventory, handle = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(14, 30)
+    drive = await scheduling.book_test_drive(_request(old))
+    await scheduling.book_appointment(
+        BookRequest(phone="+15552220999", service_type="test_drive", start=new)
+    )
+    handle.plan("confirm_hold", "late")
+    with pytest.raises(Unavailable):
+        await scheduling.reschedule_appointment(drive.appointment.appointment_id, new)
+    assert await _desk_start(scheduling, drive.appointment.appointment_id) == old
+    assert await _car_starts(fresh.pool) == [old]
+    assert await _car_is_free(inventory, new)
+
+
+async def test_a_move_that_died_after_the_desk_moved_is_finished_by_the_sweep(fresh):
+    scheduling, inventory, handle = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(15)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    handle.plan("release_hold", "die")  # the old car was about to be let go
+    with pytest.raises(Crash):
+        await scheduling.reschedule_appointment(aid, new)
+    assert await _desk_start(scheduling, aid) == new
+    assert await _car_starts(fresh.pool) == [old, new]  # booked at both, never at neither
+
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 1
+    assert await _desk_start(scheduling, aid) == new
+    assert await _car_starts(fresh.pool) == [new]
+    assert await _car_is_free(inventory, old)
+
+
+async def test_a_move_that_died_before_the_desk_moved_is_undone_by_the_sweep(fresh):
+    scheduling, inventory, handle = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(15, 30)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    handle.plan("confirm_hold", "crash")  # the new car is booked, then the process dies
+    with pytest.raises(Crash):
+        await scheduling.reschedule_appointment(aid, new)
+    assert await _car_starts(fresh.pool) == [old, new]
+
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 1
+    assert await _desk_start(scheduling, aid) == old
+    assert await _car_starts(fresh.pool) == [old]
+    assert await _car_is_free(inventory, new)
+
+
+async def test_a_retry_of_a_move_that_died_half_way_settles_it_and_moves(fresh):
+    scheduling, _, handle = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(16)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    handle.plan("confirm_hold", "crash")
+    with pytest.raises(Crash):
+        await scheduling.reschedule_appointment(aid, new, idempotency_key="mv-crash")
+    moved = await scheduling.reschedule_appointment(aid, new, idempotency_key="mv-crash")
+    assert moved.start == new
+    assert await _car_starts(fresh.pool) == [new]
+    assert await _halves(fresh.pool) == (1, 1)
+    assert moved == await scheduling.reschedule_appointment(aid, new, idempotency_key="mv-crash")
+    # The retry's car steps had keys of their own (the first attempt's hold was undone).
+    assert len(set(_keys(handle, "confirm_hold")[1:])) == 2
+
+
+async def test_a_cancel_after_a_move_died_half_way_leaves_nothing_booked(fresh):
+    scheduling, inventory, handle = _mesh(fresh)
+    old, new = _weekday_at(9), _weekday_at(13)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    handle.plan("confirm_hold", "crash")
+    with pytest.raises(Crash):
+        await scheduling.reschedule_appointment(aid, new)
+    await scheduling.cancel_appointment(aid, "no longer needed")
+    assert await scheduling.settle_test_drives(older_than=timedelta(0)) == 1
+    assert await _halves(fresh.pool) == (0, 0)
+    assert await _car_is_free(inventory, old) and await _car_is_free(inventory, new)
+
+
+async def test_a_cancel_racing_a_move_follows_the_car_the_move_took(fresh):
+    """The move switches the appointment to its new car between the cancel letting the old
+    car go and cancelling the desk: the cancel notices and lets the new car go too."""
+    scheduling, inventory, _ = _mesh(fresh)
+    old, new = _weekday_at(10), _weekday_at(14)
+    drive = await scheduling.book_test_drive(_request(old))
+    aid = drive.appointment.appointment_id
+    confirming, go_on, moved = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    confirm, cancel_car = inventory.confirm_hold, inventory.cancel_rental_for_hold
+
+    async def paused_confirm(hold_id: str, idempotency_key: str | None = None) -> Any:
+        confirming.set()
+        await go_on.wait()
+        return await confirm(hold_id, idempotency_key=idempotency_key)
+
+    async def cancel_once_the_move_is_done(hold_id: str, reason: str | None = None) -> Any:
+        if not go_on.is_set():
+            go_on.set()  # the move confirms its new car and moves the desk meanwhile
+            await moved.wait()
+        return await cancel_car(hold_id, reason)
+
+    inventory.confirm_hold = paused_confirm  # type: ignore[method-assign]
+    inventory.cancel_rental_for_hold = cancel_once_the_move_is_done  # type: ignore[method-assign]
+    move = asyncio.ensure_future(scheduling.reschedule_appointment(aid, new))
+    move.add_done_callback(lambda _: moved.set())
+    await asyncio.wait_for(confirming.wait(), timeout=30)  # a deadline to fail, not a measure
+    cancelled = await scheduling.cancel_appointment(aid, "never mind")
+    assert (await move).start == new
+    assert cancelled.status == "cancelled" and cancelled.start == new
+    assert await _halves(fresh.pool) == (0, 0)
+    assert await _car_is_free(inventory, old) and await _car_is_free(inventory, new)

@@ -1,4 +1,5 @@
-"""Dealership test drives: the sales desk and a demo car, booked together or not at all.
+"""Dealership test drives: the sales desk and a demo car, booked, moved and cancelled together
+or not at all.
 
 Scheduling and inventory run in-process over the real PostgreSQL and Redis (both backends);
 in the mesh the same composition goes through a DeploymentHandle (tests/integration/mesh).
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from asyncpg.types import Range
 
-from services.errors import DependencyUnavailable, InvalidInput, Unavailable
+from services.errors import DependencyUnavailable, InvalidInput, NotFound, Unavailable
 from services.inventory import HoldRequest, InventoryService
 from services.scheduling import SchedulingService, TestDriveRequest
 
@@ -33,11 +34,11 @@ def _services(s) -> tuple[SchedulingService, InventoryService]:
     return scheduling, inventory
 
 
-def _weekday_at(hour: int) -> datetime:
+def _weekday_at(hour: int, minute: int = 0) -> datetime:
     day: date = datetime.now(TZ).date() + timedelta(days=3)
     while day.weekday() > 4:  # a weekday: the sales desk keeps business hours
         day += timedelta(days=1)
-    return datetime(day.year, day.month, day.day, hour, tzinfo=TZ)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=TZ)
 
 
 async def _counts(pool) -> tuple[int, int, int]:
@@ -148,3 +149,141 @@ async def test_without_the_vehicle_desk_it_says_so(fresh):
     scheduling = SchedulingService(pool=fresh.pool, redis=fresh.redis, settings=fresh.settings())
     with pytest.raises(DependencyUnavailable):
         await scheduling.book_test_drive(_request("VEH-CIVIC-01", _weekday_at(10)))
+
+
+# -- cancelling and moving a test drive -------------------------------------------------------
+
+
+async def _car_starts(pool, car: str) -> list[datetime]:
+    """When the car is booked (confirmed), in order."""
+    rows = await pool.fetch(
+        """SELECT lower(during) AS starts FROM bookings
+            WHERE resource_id = $1 AND status = 'confirmed' ORDER BY lower(during)""",
+        car,
+    )
+    return [r["starts"] for r in rows]
+
+
+async def _car_is_free(inventory: InventoryService, car: str, start: datetime) -> bool:
+    try:
+        hold = await inventory.create_hold(HoldRequest(unit_id=car, start=start))
+    except Unavailable:
+        return False
+    await inventory.release_hold(hold.hold_id)
+    return True
+
+
+async def test_cancelling_a_test_drive_cancels_its_car(fresh):
+    scheduling, inventory = _services(fresh)
+    start = _weekday_at(10)
+    drive = await scheduling.book_test_drive(_request("VEH-CIVIC-01", start))
+    assert not await _car_is_free(inventory, "VEH-CIVIC-01", start)
+
+    cancelled = await scheduling.cancel_appointment(
+        drive.appointment.appointment_id, "bought one elsewhere"
+    )
+    assert cancelled.status == "cancelled" and cancelled.cancel_reason == "bought one elsewhere"
+    car = await inventory.get_booking(drive.vehicle_booking_id)
+    assert car.status == "cancelled" and car.cancel_reason == "bought one elsewhere"
+    assert await _counts(fresh.pool) == (0, 0, 0)
+    assert await _car_is_free(inventory, "VEH-CIVIC-01", start)
+    # The desk's time is offered again too.
+    slots = await scheduling.list_slots(start.date(), "test_drive")
+    assert start in [slot.start for slot in slots.slots]
+
+
+async def test_a_repeated_cancel_answers_the_same_and_cancels_once(fresh):
+    scheduling, inventory = _services(fresh)
+    drive = await scheduling.book_test_drive(_request("VEH-RAV4-01", _weekday_at(11)))
+    aid = drive.appointment.appointment_id
+    first = await scheduling.cancel_appointment(aid, "changed my mind", idempotency_key="c-1")
+    again = await scheduling.cancel_appointment(aid, "changed my mind", idempotency_key="c-1")
+    assert again == first
+    # Without a key, or with another reason: still the one cancelled test drive.
+    later = await scheduling.cancel_appointment(aid, "asked twice")
+    assert later.status == "cancelled" and later.cancel_reason == "changed my mind"
+    car = await inventory.get_booking(drive.vehicle_booking_id)
+    assert car.status == "cancelled" and car.cancel_reason == "changed my mind"
+    assert await _counts(fresh.pool) == (0, 0, 0)
+
+
+async def test_moving_a_test_drive_moves_its_car(fresh):
+    scheduling, inventory = _services(fresh)
+    old, new = _weekday_at(10), _weekday_at(15)
+    drive = await scheduling.book_test_drive(_request("VEH-F150-01", old))
+    aid = drive.appointment.appointment_id
+
+    moved = await scheduling.reschedule_appointment(aid, new, idempotency_key="mv-1")
+    assert moved.start == new and moved.status == "confirmed"
+    assert await _car_starts(fresh.pool, "VEH-F150-01") == [new]
+    assert await _car_is_free(inventory, "VEH-F150-01", old)
+    first_car = await inventory.get_booking(drive.vehicle_booking_id)
+    assert first_car.status == "cancelled"
+    assert first_car.cancel_reason == "the test drive moved to another time"
+    # Asked again with the key: the same answer, nothing moves twice.
+    assert await scheduling.reschedule_appointment(aid, new, idempotency_key="mv-1") == moved
+    assert await _counts(fresh.pool) == (1, 1, 2)
+
+    # The appointment follows its new car: moving again, then cancelling, frees it.
+    back = await scheduling.reschedule_appointment(aid, _weekday_at(9, 30))
+    assert await _car_starts(fresh.pool, "VEH-F150-01") == [back.start]
+    await scheduling.cancel_appointment(aid, "not this week")
+    assert await _counts(fresh.pool) == (0, 0, 0)
+
+
+async def test_moving_to_a_time_the_car_is_taken_changes_nothing(fresh):
+    scheduling, inventory = _services(fresh)
+    old, new = _weekday_at(10), _weekday_at(14)
+    drive = await scheduling.book_test_drive(_request("VEH-CIVIC-01", old))
+    # Someone else has the car at 14:00 (the desk is free then).
+    other = await inventory.create_hold(HoldRequest(unit_id="VEH-CIVIC-01", start=new))
+    await inventory.confirm_hold(other.hold_id)
+    before = await _counts(fresh.pool)
+
+    with pytest.raises(Unavailable) as refused:
+        await scheduling.reschedule_appointment(drive.appointment.appointment_id, new)
+    assert "Honda Civic" in refused.value.message and "stays where it is" in refused.value.message
+    assert await _counts(fresh.pool) == before
+    kept = await scheduling.get_appointment(drive.appointment.appointment_id)
+    assert kept.start == old and kept.status == "confirmed"
+    assert await _car_starts(fresh.pool, "VEH-CIVIC-01") == [old, new]
+
+
+async def test_moving_to_a_time_the_desk_is_taken_lets_the_new_car_go(fresh):
+    scheduling, inventory = _services(fresh)
+    old, new = _weekday_at(10), _weekday_at(13)
+    drive = await scheduling.book_test_drive(_request("VEH-RAV4-01", old))
+    desks = await fresh.pool.fetchval(
+        "SELECT count(*) FROM scheduling_resources WHERE pool = 'sales_desk'"
+    )
+    cars = ["VEH-CIVIC-01", "VEH-F150-01"]
+    for i in range(desks):  # every sales desk is busy at 13:00, with other cars
+        await scheduling.book_test_drive(_request(cars[i], new, phone=f"+1555333{i:04d}"))
+    before = await _counts(fresh.pool)
+
+    with pytest.raises(Unavailable) as refused:
+        await scheduling.reschedule_appointment(drive.appointment.appointment_id, new)
+    assert "taken for a test drive" in refused.value.message
+    assert await _counts(fresh.pool) == before
+    kept = await scheduling.get_appointment(drive.appointment.appointment_id)
+    assert kept.start == old
+    assert await _car_starts(fresh.pool, "VEH-RAV4-01") == [old]
+    # The car's booking at the new time was made, then cancelled: the car is free then.
+    assert await _car_is_free(inventory, "VEH-RAV4-01", new)
+
+
+async def test_a_rental_is_found_and_cancelled_by_the_hold_it_was_booked_from(fresh):
+    _, inventory = _services(fresh)
+    start = _weekday_at(16)
+    hold = await inventory.create_hold(HoldRequest(unit_id="VEH-CIVIC-01", start=start))
+    assert await inventory.booking_for_hold(hold.hold_id) is None
+    with pytest.raises(NotFound):  # still only a hold: no booking to cancel
+        await inventory.cancel_rental_for_hold(hold.hold_id, "no")
+    booked = await inventory.confirm_hold(hold.hold_id)
+    found = await inventory.booking_for_hold(hold.hold_id)
+    assert found is not None and found.booking_id == booked.booking_id
+    first = await inventory.cancel_rental_for_hold(hold.hold_id, "plans changed")
+    second = await inventory.cancel_rental_for_hold(hold.hold_id, "again")
+    assert first.status == second.status == "cancelled"
+    assert second.cancel_reason == "plans changed"
+    assert await _car_is_free(inventory, "VEH-CIVIC-01", start)

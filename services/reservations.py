@@ -613,14 +613,19 @@ class ReservationStore:
             hold = await self._reserve_cell_list(resource_id, fresh, cell_seconds, old.kind)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
+                # Only from where it was read: a move that raced this one and won makes this
+                # one a conflict, instead of this one moving from a time it no longer has.
                 row = await conn.fetchrow(
                     f"""UPDATE bookings
                            SET resource_id = $2, during = $3, updated_at = now()
                          WHERE booking_id = $1 AND status = 'confirmed'
+                           AND resource_id = $4 AND during = $5
                      RETURNING {_BOOKING_COLUMNS}""",  # noqa: S608
                     old.booking_id,
                     resource_id,
                     Range(start, end, lower_inc=True, upper_inc=False),
+                    old.resource_id,
+                    Range(old.start, old.end, lower_inc=True, upper_inc=False),
                 )
                 if row is None:
                     raise Conflict("That booking changed while it was being moved; try again.")

@@ -3,12 +3,13 @@ until it ends, the cells it left free, no hold left behind (real PostgreSQL and 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.errors import Unavailable
+from services.errors import Conflict, Unavailable
 from services.reservations import Booking, ReservationStore
 
 pytestmark = pytest.mark.integration
@@ -96,3 +97,50 @@ async def test_a_move_to_another_resource_books_there_and_frees_every_old_cell(f
     assert [v for v, _ in await _cells(store, "bay-9", moved.start, moved.end)] == [marker] * 2
     assert [v for v, _ in await _cells(store, "bay-8", start, moved.end)] == [None, None]
     assert await _holds_left(store, "bay-8") == [] and await _holds_left(store, "bay-9") == []
+
+
+class _BothReadFirst(ReservationStore):
+    """Each move reads the booking, then waits until the other has read it too: the race
+    where both start from the same time, forced instead of hoped for."""
+
+    barrier = asyncio.Barrier(2)
+
+    async def get_booking(self, booking_id):  # type: ignore[no-untyped-def]
+        booking = await super().get_booking(booking_id)
+        await self.barrier.wait()
+        return booking
+
+
+async def test_two_moves_of_one_booking_at_once_move_it_once(fresh):
+    start = _at(120)
+    booking = await _book(_store(fresh), "bay-10", start, 1)
+    store = _BothReadFirst(
+        pool=fresh.pool, redis=fresh.redis, tz=TZ, prefix=fresh.prefix, hold_ttl_seconds=HOLD_TTL
+    )
+    store.barrier = asyncio.Barrier(2)
+    targets = [start + timedelta(hours=h) for h in (2, 4)]
+    results = await asyncio.gather(
+        *(
+            store.move_booking(
+                booking.booking_id,
+                resource_id="bay-10",
+                start=t,
+                end=t + timedelta(seconds=CELL),
+                cell_seconds=CELL,
+            )
+            for t in targets
+        ),
+        return_exceptions=True,
+    )
+    moved = [r for r in results if isinstance(r, Booking)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert (len(moved), len(refused)) == (1, 1), results
+    now = await _store(fresh).get_booking(booking.booking_id)
+    assert now.start == moved[0].start
+    # Redis agrees: the winner's cell is booked, the loser's and the original one are free.
+    loser = next(t for t in targets if t != now.start)
+    assert [v for v, _ in await _cells(store, "bay-10", now.start, now.end)] == [
+        f"B:{booking.booking_id}"
+    ]
+    for free in (start, loser):
+        assert await _cells(store, "bay-10", free, free + timedelta(seconds=CELL)) == [(None, -2)]

@@ -4,25 +4,33 @@
 them), Ray (always a new local cluster, never one it finds running) and Serve. It records them
 in ``<data_dir>/mesh.json`` and stays in the foreground; Ctrl-C, or ``callmesh down`` from
 another terminal, stops exactly those and nothing else. Every listener Ray lets it place binds
-to ``--host`` (127.0.0.1 unless told otherwise).
+to ``--host`` (127.0.0.1 unless told otherwise). HAProxy's files and sockets live in a folder
+of its own, mode 0700, removed on the way out; HAProxy's access log goes, masked, to
+``<data_dir>/logs/haproxy-access.log`` (see :func:`private_haproxy`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from deployments.haproxy_log import AccessLogRelay
 from services.embedded import pid_alive
 from services.settings import Settings, get_settings
 
@@ -50,6 +58,34 @@ RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # in `listen stats`) and Ray reads only their ports from the environment.
 HAPROXY_STATS_PORT = ("RAY_SERVE_HAPROXY_STATS_PORT", 8404)
 HAPROXY_METRICS_PORT = ("RAY_SERVE_HAPROXY_METRICS_PORT", 9101)
+
+# HAProxy's files. Ray's defaults put them in /tmp/haproxy-serve/<node_id>/, a folder any local
+# user can enter, with an admin socket at `mode 666 level admin expose-fd listeners` (Ray's
+# template): anyone could reconfigure HAProxy or take its listening sockets. `callmesh up` points
+# every path Ray reads from the environment (ray/serve/_private/constants.py) into a folder of
+# its own, mode 0700. Ray's HAProxyManager adds the node id to each: <dir>/<node_id>/<name>.
+HAPROXY_ENABLE = "RAY_SERVE_ENABLE_HA_PROXY"
+HAPROXY_PER_NODE_FILES = {
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",  # also 500.http, the router's Lua
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",  # also HAProxy's stdout/stderr files
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",  # Ray's per-request metrics
+}
+HAPROXY_ADMIN_SOCKET = "RAY_SERVE_HAPROXY_SOCKET_PATH"
+HAPROXY_METRICS_SOCKET = "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"
+HAPROXY_STATE_BASE = "RAY_SERVE_HAPROXY_SERVER_STATE_BASE"  # a folder; Ray adds the node id
+# Used as given (no node id): any target HAProxy's `log` takes; a path is a unix datagram socket.
+HAPROXY_LOG_TARGET = "RAY_SERVE_HAPROXY_LOG_TARGET"
+ACCESS_LOG_SOCKET = "access.sock"
+ACCESS_LOG_FILE = Path("logs") / "haproxy-access.log"
+# Short on purpose (not $TMPDIR, not the data folder): a unix socket path holds 107 bytes
+# (sun_path is 108 with its NUL), and HAProxy first binds its admin socket as
+# "<path>.<pid>.tmp" (src/sock_unix.c, "limit usually 97").
+HAPROXY_DIR_PARENT = "/tmp"
+HAPROXY_DIR_PREFIX = "cmhp-"
+SOCKET_PATH_MAX = 107
+RAY_NODE_ID_CHARS = 56  # 28 bytes in hex
+PID_DIGITS_MAX = 7  # Linux pids stay below 2**22
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,10 +185,33 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
     if state and recorded_process(state) == "running":
         print(f"callmesh is already running (pid {state['pid']}): {state['api_url']}")
         return 1
+    if state:
+        remove_leftover_haproxy_dir(state)
     config_path = Path(args.config)
     if not config_path.is_file():
         print(f"no Serve config at {config_path}", file=sys.stderr)
         return 2
+    haproxy_files: contextlib.AbstractContextManager[HAProxyFiles | None] = (
+        private_haproxy(settings.data_dir.expanduser().resolve())
+        if os.environ.get(HAPROXY_ENABLE, THROUGHPUT_FLAGS[HAPROXY_ENABLE]) == "1"
+        else contextlib.nullcontext()
+    )
+    try:
+        # Leaving `with`, after the mesh stopped, stops the access log relay and removes
+        # HAProxy's folder.
+        with haproxy_files as haproxy:
+            return run_mesh(settings, args, config_path, haproxy)
+    except HAProxyPathError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def run_mesh(
+    settings: Settings,
+    args: argparse.Namespace,
+    config_path: Path,
+    haproxy: HAProxyFiles | None,
+) -> int:
     host = args.host or settings.api_host
     port = args.port or settings.api_port
 
@@ -188,6 +247,7 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
             "started_postgres": started_postgres,
             "started_redis": started_redis,
             "ray_address": None,
+            "haproxy_dir": str(haproxy.root) if haproxy else None,
         }
         init_local_ray(
             host,
@@ -197,6 +257,10 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
             namespace="serve",
         )
         started_ray = True
+        if haproxy is not None:
+            import ray
+
+            haproxy.prepare_node(ray.get_runtime_context().get_node_id())
         state["ray_address"] = deploy_config(config_path, host=host, port=port)
         state_path(settings).write_text(json.dumps(state, indent=2))
         # After ray.init, which installs handlers of its own: Ctrl-C and `callmesh down`
@@ -211,6 +275,8 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"API        {state['api_url']}  (docs: {state['api_url']}/docs)")
         print(f"Dashboard  {state['dashboard_url']}")
         print(f"Metrics    {state['metrics_url']}")
+        if haproxy is not None and haproxy.relay is not None:
+            print(f"Access log {haproxy.relay.log_path}  (HAProxy, masked)")
         for note in exposure_notes(host):
             print(f"Note       {note}")
         print("Ctrl-C or `callmesh down` stops the mesh.")
@@ -225,6 +291,121 @@ def up_command(settings: Settings, args: argparse.Namespace) -> int:
         if started_postgres:
             embedded.stop_postgres()
         state_path(settings).unlink(missing_ok=True)
+
+
+# -- HAProxy's folder and access log ------------------------------------------------------------
+
+
+class HAProxyPathError(ValueError):
+    """A socket path HAProxy would need is longer than a unix socket path may be."""
+
+
+@dataclass
+class HAProxyFiles:
+    """The private folder HAProxy's files live in, and the relay of its access log (None when
+    the operator sent the access log elsewhere)."""
+
+    root: Path
+    relay: AccessLogRelay | None
+
+    def prepare_node(self, node_id: str) -> None:
+        """Create the node's folder before Ray does (Ray's would have the umask's mode): 0700
+        like its parent. Call after ``ray.init``, before Serve starts HAProxy."""
+        (self.root / node_id).mkdir(mode=0o700, exist_ok=True)
+
+
+def haproxy_env(root: Path) -> dict[str, str]:
+    """The environment that puts every HAProxy path Ray reads into ``root``, and HAProxy's
+    access log onto a unix datagram socket there."""
+    env = {name: str(root / file) for name, file in HAPROXY_PER_NODE_FILES.items()}
+    env[HAPROXY_STATE_BASE] = str(root)
+    env[HAPROXY_LOG_TARGET] = str(root / ACCESS_LOG_SOCKET)
+    return env
+
+
+def haproxy_socket_paths(environ: Mapping[str, str]) -> dict[str, tuple[str, int]]:
+    """Each unix socket HAProxy or Ray will bind or send to, for the paths ``environ`` names:
+    variable -> (the path, as Ray derives it for a node; the bytes it needs)."""
+    node_id = "n" * RAY_NODE_ID_CHARS
+    sockets: dict[str, tuple[str, int]] = {}
+    for name, suffix in (
+        (HAPROXY_ADMIN_SOCKET, f".{'9' * PID_DIGITS_MAX}.tmp"),
+        (HAPROXY_METRICS_SOCKET, ""),
+    ):
+        if environ.get(name):
+            folder, file = os.path.split(environ[name])
+            path = os.path.join(folder, node_id, file)
+            sockets[name] = (path, len(os.fsencode(path + suffix)))
+    target = environ.get(HAPROXY_LOG_TARGET, "")
+    if target.startswith("/"):
+        sockets[HAPROXY_LOG_TARGET] = (target, len(os.fsencode(target)))
+    return sockets
+
+
+def haproxy_path_problems(environ: Mapping[str, str]) -> list[str]:
+    """Why HAProxy or Ray could not bind or reach a socket ``environ`` names: empty if none."""
+    return [
+        f"{name} makes HAProxy use the unix socket {path}: {size} bytes with the node id Ray "
+        f"adds (and, for the admin socket, HAProxy's temporary name), over the "
+        f"{SOCKET_PATH_MAX} a unix socket path may hold; set {name} to a shorter path"
+        for name, (path, size) in haproxy_socket_paths(environ).items()
+        if size > SOCKET_PATH_MAX
+    ]
+
+
+@contextlib.contextmanager
+def private_haproxy(data_dir: Path) -> Iterator[HAProxyFiles]:
+    """A new folder for HAProxy's files, mode 0700, named in the environment of the Ray
+    processes to come (set before ``ray.init``), and the relay that writes HAProxy's access
+    log, masked, to ``<data_dir>/logs/haproxy-access.log``. A variable the operator already
+    set wins. On the way out (after Ray stopped): the relay stops, the folder and the
+    variables set here are removed. :class:`HAProxyPathError` if a socket path is too long."""
+    root = Path(tempfile.mkdtemp(prefix=HAPROXY_DIR_PREFIX, dir=HAPROXY_DIR_PARENT))
+    applied: dict[str, str] = {}
+    try:
+        for name, value in haproxy_env(root).items():
+            if name not in os.environ:
+                os.environ[name] = applied[name] = value
+        problems = haproxy_path_problems(os.environ)
+        if problems:
+            raise HAProxyPathError("; ".join(problems))
+        relay = None
+        if HAPROXY_LOG_TARGET in applied:
+            relay = AccessLogRelay(root / ACCESS_LOG_SOCKET, data_dir / ACCESS_LOG_FILE)
+            relay.start()
+        else:
+            log.warning(
+                "HAProxy's access log goes to RAY_SERVE_HAPROXY_LOG_TARGET=%s, unmasked",
+                os.environ[HAPROXY_LOG_TARGET],
+            )
+        try:
+            yield HAProxyFiles(root, relay)
+        finally:
+            if relay is not None:
+                relay.stop()
+    finally:
+        for name, value in applied.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_leftover_haproxy_dir(state: dict[str, Any]) -> None:
+    """Remove the HAProxy folder a `callmesh up` that no longer runs recorded and could not
+    remove (it was killed): only a folder of ours, by name, place and owner."""
+    recorded = state.get("haproxy_dir")
+    if not recorded:
+        return
+    path = Path(recorded)
+    if path.parent != Path(HAPROXY_DIR_PARENT) or not path.name.startswith(HAPROXY_DIR_PREFIX):
+        return
+    try:
+        info = path.lstat()
+    except OSError:
+        return
+    if path.is_symlink() or not path.is_dir() or info.st_uid != os.getuid():
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def url_for(host: str, port: int) -> str:
@@ -352,6 +533,8 @@ def down_command(settings: Settings) -> int:
     running = recorded_process(state) if state is not None else "stopped"
     if state is None or running == "stopped":
         print("callmesh is not running")
+        if state is not None:
+            remove_leftover_haproxy_dir(state)
         state_path(settings).unlink(missing_ok=True)
         return 0
     pid = int(state["pid"])

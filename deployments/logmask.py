@@ -13,31 +13,59 @@ import logging
 import re
 from typing import Any
 
-_EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
-# Seven or more digits, optionally with a leading + and spaces, dots, dashes or brackets; an
-# ISO date (2026-11-23) or the tail of a UUID is not a phone number.
-_PHONE = re.compile(r"(?<![\w-])(?!\d{4}-\d{2}-\d{2})\+?(?:[\s().-]*\d){7,15}(?![\w])")
+# Query strings arrive percent-encoded (an access log writes the request line as sent):
+# %40 is "@", %2B "+", %20 or "+" a space. A token may start after an escape (%20, %3A...)
+# as it may after a space.
+_TOKEN_START = r"(?:(?<![\w.+%-])|(?<=%[0-9A-Fa-f]{2}))"
+_EMAIL = re.compile(_TOKEN_START + r"([\w.+-])(?:[\w.+-]|%2[BbEe])*(@|%40)([\w-]+(?:\.[\w-]+)+)")
+# Seven or more digits, optionally with a leading + and spaces, dots, dashes or brackets
+# (also percent-encoded); an ISO date (2026-11-23) or the tail of a UUID is not a phone number.
+_PHONE_SEPARATOR = r"(?:[\s().+-]|%(?:20|28|29|2[BbDdEe]))"
+_PHONE = re.compile(
+    r"(?:(?<![\w%-])|(?<=%[0-9A-Fa-f]{2}))(?!\d{4}-\d{2}-\d{2})(?:\+|%2[Bb])?"
+    rf"(?:{_PHONE_SEPARATOR}*\d){{7,15}}(?![\w])"
+)
 # Licence-shaped: one to three capitals, then 6 to 14 digits, in groups joined by dashes
 # (BL-100234, A1234567, D1234-5678, A123-456-78-901-0, "BL 100234"); a lowercase prefix only
 # with a dash (bl-100234). A whole token only, never a part of a hold id, UUID or call id.
 # Fewer digits are ids, not licences: GEN-701, OP-7001, SITE-1001, POL-55001, a booking
 # reference (6 letters and digits). All-digit licences are phone-shaped.
-_LICENCE = re.compile(r"(?<![\w.-])(?:[A-Z]{1,3}[ -]?|[A-Za-z]{1,3}-)\d+(?:-\d+)*(?![\w-])")
+_LICENCE = re.compile(
+    r"(?:(?<![\w.%-])|(?<=%[0-9A-Fa-f]{2}))"
+    r"(?:[A-Z]{1,3}[ -]?|[A-Za-z]{1,3}-)\d+(?:-\d+)*(?![\w-])"
+)
 _LICENCE_DIGITS = range(6, 15)
 # A UK driving licence: surname (5), birth date (6), initials (2), a digit, 2 check letters.
 _UK_LICENCE = re.compile(r"(?<![\w.-])[A-Z9]{5}\d{6}[A-Z9]{2}\d[A-Z]{2}(?![\w-])")
 _SENSITIVE_KEY = re.compile(r"phone|e_?mail|licen[cs]e|caller_id|ssn|passport", re.IGNORECASE)
+# A query parameter (?phone=..., &email=...): named like personal data, its whole value is
+# masked whatever its shape or encoding, as a named field is.
+_QUERY_PARAM = re.compile(r"(?<=[?&;])([^=&;\s\"#?]+)=([^&;\s\"#]*)")
 # Attributes every LogRecord has; everything else came in through ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def mask_text(text: str) -> str:
     """``john.smith@gmail.com`` -> ``j***@gmail.com``; ``+1 (555) 123-4567`` -> ``***67``;
-    ``BL-100234`` -> ``***34``."""
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    ``BL-100234`` -> ``***34``; percent-encoded too: ``?phone=%2B15551234567`` ->
+    ``?phone=***67``, ``q=jane%40x.org`` -> ``q=j***%40x.org``."""
+    text = _QUERY_PARAM.sub(_mask_query_param, text)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}", text)
     text = _UK_LICENCE.sub(lambda m: "***" + m.group(0)[-2:], text)
     text = _LICENCE.sub(_mask_licence, text)
     return _PHONE.sub(lambda m: "***" + re.sub(r"\D", "", m.group(0))[-2:], text)
+
+
+def _mask_query_param(match: re.Match[str]) -> str:
+    key, value = match.group(1), match.group(2)
+    if not value or not _SENSITIVE_KEY.search(key):
+        return match.group(0)
+    return f"{key}={_mask_named(value)}"
+
+
+def _mask_named(text: str) -> str:
+    # A named personal value hides all but a short tail, whatever its shape.
+    return "***" + text[-2:] if len(text) > 4 else "***"
 
 
 def _mask_licence(match: re.Match[str]) -> str:
@@ -51,9 +79,7 @@ def mask_value(key: str, value: Any) -> Any:
     if value is None:
         return None
     if _SENSITIVE_KEY.search(key):
-        # A named personal field hides all but a short tail, whatever its shape.
-        text = str(value)
-        return "***" + text[-2:] if len(text) > 4 else "***"
+        return _mask_named(str(value))
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):

@@ -3,6 +3,8 @@
 Ray starts once (it takes seconds on two cores), with the throughput flags the mesh ships
 with, every application deployed against this session's own PostgreSQL database and Redis key
 prefix, and an API token set so the 401 path is real. Tests talk to it only through HTTP.
+As under `callmesh up`, HAProxy's files live in a private folder and its access log reaches
+``<data_dir>/logs/haproxy-access.log`` through the masking relay (``Mesh.haproxy``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from deployments.cli import HAProxyFiles
 from services.db import create_pool, migrate
 from services.demo import load_demo_data
 from services.kv import create_redis
@@ -47,6 +50,7 @@ class Mesh:
     url: str
     settings: Settings
     db: MeshDb
+    haproxy: HAProxyFiles
 
 
 def _free_port() -> int:
@@ -90,7 +94,7 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from ray import serve
 
     from deployments.app import mesh_applications
-    from deployments.cli import init_local_ray
+    from deployments.cli import init_local_ray, private_haproxy
 
     settings = Settings(
         database_url=mesh_db.database_url,
@@ -103,19 +107,25 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         pg_pool_max=4,
     )
     port = _free_port()
-    # A new local cluster bound to 127.0.0.1, as `callmesh up` starts it: never one found
-    # through RAY_ADDRESS, which the serve.shutdown() below would otherwise stop.
-    init_local_ray(
-        API_HOST, num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve"
-    )
-    try:
-        serve.start(http_options={"host": API_HOST, "port": port})
-        for app in mesh_applications(settings):
-            serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
-        yield Mesh(url=f"http://{API_HOST}:{port}", settings=settings, db=mesh_db)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    # HAProxy's folder and access log relay, as `callmesh up` sets them up: before Ray starts,
+    # gone after it stopped.
+    with private_haproxy(settings.data_dir) as haproxy:
+        # A new local cluster bound to 127.0.0.1, as `callmesh up` starts it: never one found
+        # through RAY_ADDRESS, which the serve.shutdown() below would otherwise stop.
+        init_local_ray(
+            API_HOST, num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve"
+        )
+        try:
+            haproxy.prepare_node(ray.get_runtime_context().get_node_id())
+            serve.start(http_options={"host": API_HOST, "port": port})
+            for app in mesh_applications(settings):
+                serve.run(app.app, name=app.name, route_prefix=app.route_prefix)
+            yield Mesh(
+                url=f"http://{API_HOST}:{port}", settings=settings, db=mesh_db, haproxy=haproxy
+            )
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,46 @@ def test_mask_text_leaves_ids_that_are_not_licences(text: str):
     assert mask_text(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "hidden", "kept"),
+    [
+        # Query strings as an access log writes them: percent-encoded, "+" for a space.
+        ("/customers?phone=%2B15551234567", "15551234567", "/customers?phone=***67"),
+        ("/customers?phone=+15551234567&x=1", "15551234567", "/customers?phone=***67&x=1"),
+        ("/calls?q=%2B15551234567", "15551234567", "/calls?q=***67"),
+        ("/calls?q=call%20%2B1%20555%20123%204567", "123%204567", "/calls?q=call%20***67"),
+        ("/calls?q=%2B1%20%28555%29%20123%2D4567", "%28555%29", "/calls?q=***67"),
+        ("/calls?q=555+123+4567", "555+123", "/calls?q=***67"),
+        ("/calls?q=john.smith%40gmail.com", "john.smith", "/calls?q=j***%40gmail.com"),
+        ("/calls?q=john%2Bwork%40gmail.com&k=v", "work", "/calls?q=j***%40gmail.com&k=v"),
+        ("/calls?q=mail%3Ajohn%40gmail.com", "john", "/calls?q=mail%3Aj***%40gmail.com"),
+        ("/calls?q=op%20BL-100234", "100234", "/calls?q=op%20***34"),
+        # Named like personal data: the whole value, whatever its shape.
+        ("/x?customer_email=jane%40x.org&n=2", "jane", "/x?customer_email=***rg&n=2"),
+        ("/x?caller_id=12345", "12345", "/x?caller_id=***45"),
+    ],
+)
+def test_mask_text_hides_percent_encoded_phones_and_emails(text: str, hidden: str, kept: str):
+    masked = mask_text(text)
+    assert hidden not in masked
+    assert masked == kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /scheduling/slots?date=2026-11-23&service_type=oil_change HTTP/1.1",
+        "/inventory/holds?start=2026-11-23T10%3A00%3A00%2B00%3A00&end=2026-11-24T10%3A00Z",
+        "/inventory/units?query=excavator%20200&category=heavy",
+        "/inventory/units?query=GEN-701%20and%20OP-7003",
+        "/x?progress=100%25%20done&n=42",
+        "/x?phone=",  # nothing to hide
+    ],
+)
+def test_mask_text_leaves_encoded_queries_without_personal_data(text: str):
+    assert mask_text(text) == text
+
+
 def test_named_fields_are_masked_whatever_their_shape():
     assert mask_value("licence_number", "CDL-A-99812") == "***12"
     assert mask_value("license", "X1") == "***"

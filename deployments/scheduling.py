@@ -165,7 +165,8 @@ def build_scheduling_api(
         count("cancelled")
         return appointment
 
-    # The phone number is a query parameter, not a path segment: paths go to access logs.
+    # The phone number is a query parameter named `phone`, never a path segment: the access
+    # log relay masks that parameter's whole value (docs/architecture.md, The edge).
     @app.get("/customers", tags=["customers"])
     async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
         """The customer with that phone number, their vehicles and learned preferences."""

@@ -160,3 +160,16 @@ RETURNING appointment_id"""
 # bookings_pkey. Taken first by a test drive's cancel (lock order: booking, appointment,
 # customer), so a move of the same appointment either committed before it or waits for it.
 LOCK_BOOKING = "SELECT 1 FROM bookings WHERE booking_id = $1 FOR UPDATE"
+
+# idempotency_keys_pkey: the test-drive saga's attempts that began ($1: booked an appointment,
+# or began a change) and were never settled ($2), older than $3 seconds and younger than $5,
+# oldest first.
+SELECT_UNSETTLED_TEST_DRIVES = """
+SELECT b.key
+  FROM idempotency_keys b
+ WHERE b.scope = $1
+   AND b.created_at < now() - make_interval(secs => $3)
+   AND b.created_at > now() - make_interval(secs => $5)
+   AND NOT EXISTS (SELECT 1 FROM idempotency_keys s WHERE s.scope = $2 AND s.key = b.key)
+ ORDER BY b.created_at
+ LIMIT $4"""

@@ -23,7 +23,7 @@ from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from services.errors import Conflict, DependencyUnavailable, HoldExpired, Unavailable
 from services.inventory import HoldRequest, InventoryService
 from services.scheduling import BookRequest, SchedulingService, TestDriveRequest
-from services.scheduling import service as scheduling_module
+from services.scheduling import test_drives as scheduling_module
 
 pytestmark = pytest.mark.integration
 

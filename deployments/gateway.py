@@ -8,6 +8,7 @@ as the controller sees it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from deployments.metrics import Metrics
 from deployments.openapi import merge_openapi
 from deployments.registry import GATEWAY_DEPLOYMENT, schema_apps
 from deployments.replica import ACTOR_OPTIONS, ReplicaContext, autoscaling
+from services import idempotency
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ StoreHealth = Callable[[], Awaitable[dict[str, str]]]
 SERVE_STATUS_TIMEOUT_SECONDS = 3.0
 # A store that is down is rarely back within a second; a prober may ask again after this.
 HEALTH_RETRY_AFTER_SECONDS = 5
+# How often the gateway deletes idempotency records past their retention.
+PURGE_EVERY_SECONDS = 3600.0
 
 
 async def serve_deployment_states() -> dict[str, Any]:
@@ -113,6 +117,8 @@ def build_gateway_api(
 class Gateway:
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self.context = await ReplicaContext.open(settings)
+        # Housekeeping off the hot path: the gateway has one replica, so one purger.
+        self._purger = asyncio.create_task(self._purge_idempotency_records())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_gateway_api(
@@ -123,5 +129,22 @@ class Gateway:
             metrics=self.context.metrics,
         )
 
+    async def _purge_idempotency_records(self) -> None:
+        while True:
+            try:
+                purged = await idempotency.purge(
+                    self.context.backends.pool,
+                    older_than_days=self.context.settings.idempotency_retention_days,
+                )
+            except Exception:
+                log.warning("could not purge old idempotency records", exc_info=True)
+            else:
+                if purged:
+                    log.info("purged old idempotency records", extra={"purged": purged})
+            await asyncio.sleep(PURGE_EVERY_SECONDS)
+
     async def __del__(self) -> None:
+        self._purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._purger
         await self.context.close()

@@ -85,3 +85,25 @@ async def note(
         response,
     )
     return bool(status == "INSERT 0 1")
+
+
+# The oldest records first, a batch per statement, so a purge never holds many row locks.
+_PURGE_BATCH = """
+DELETE FROM idempotency_keys
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM idempotency_keys
+        WHERE created_at < now() - make_interval(days => $1)
+        ORDER BY created_at
+        LIMIT $2))"""
+
+
+async def purge(pool: asyncpg.Pool, *, older_than_days: int, batch: int = 5000) -> int:
+    """Delete the records older than ``older_than_days``; returns how many went. A replay
+    with a purged key is answered as a new request."""
+    purged = 0
+    while True:
+        status = await pool.execute(_PURGE_BATCH, older_than_days, batch)
+        deleted = int(status.split()[-1])
+        purged += deleted
+        if deleted < batch:
+            return purged

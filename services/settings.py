@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Holds and negotiation.
     hold_ttl_seconds: int = Field(300, ge=5, le=3600)
     negotiation_max_attempts: int = Field(3, ge=1, le=20)
+    # First answers kept for replay (idempotency keys). Retries come within minutes; the
+    # test-drive saga reads its own records for up to 14 days (its sweep's horizon).
+    idempotency_retention_days: int = Field(30, ge=15, le=3650)
 
     # The business calendar, in its own time zone.
     timezone: str = "America/New_York"

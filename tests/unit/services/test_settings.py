@@ -48,6 +48,8 @@ def test_parse_hours() -> None:
         {"redis_prefix": "Bad Prefix"},
         {"pg_pool_min": 20, "pg_pool_max": 5},
         {"environment": "production", "api_token": "changeme"},
+        # Shorter than the test-drive saga's 14-day sweep would purge records it still reads.
+        {"idempotency_retention_days": 14},
     ],
 )
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:

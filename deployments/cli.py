@@ -284,12 +284,21 @@ def run_mesh(
         return 0
     finally:
         print("stopping what callmesh started")
-        if started_ray:
-            stop_mesh()
-        if started_redis:
-            embedded.stop_redis()
-        if started_postgres:
-            embedded.stop_postgres()
+        # Each step runs even if one before it failed: a Redis that will not die must not
+        # leave PostgreSQL running.
+        steps = [
+            (started_ray, "Ray and Serve", stop_mesh),
+            (started_redis, "the embedded Redis", embedded.stop_redis),
+            (started_postgres, "the embedded PostgreSQL", embedded.stop_postgres),
+        ]
+        for started, what, stop_it in steps:
+            if not started:
+                continue
+            try:
+                stop_it()
+            except Exception:
+                log.exception("could not stop %s", what)
+                print(f"could not stop {what}; see the log above", file=sys.stderr)
         state_path(settings).unlink(missing_ok=True)
 
 

@@ -73,3 +73,19 @@ def test_a_failed_start_leaves_stores_it_did_not_start(data_dir: Path, failing_d
         assert stores.redis_running()
     finally:
         stores.stop()
+
+
+def test_a_redis_that_will_not_stop_does_not_keep_postgres_running(
+    data_dir: Path, failing_demo_load: None
+):
+    stores = EmbeddedStores(data_dir)
+
+    def stuck(self: EmbeddedStores) -> None:
+        raise RuntimeError("redis-server did not exit")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EmbeddedStores, "stop_redis", stuck)
+        with pytest.raises(RuntimeError, match="demo data"):
+            cli.up_command(_embedded_settings(data_dir), ARGS)
+        assert not stores.postgres_running()
+        assert not cli.state_path(_embedded_settings(data_dir)).exists()

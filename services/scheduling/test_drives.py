@@ -210,6 +210,31 @@ async def run_to_end(work: Coroutine[Any, Any, _T]) -> _T:
     return await asyncio.shield(task)
 
 
+async def _until_known(
+    call: Callable[[], Awaitable[_T]],
+    *,
+    step: str,
+    facts: dict[str, str],
+    message: str = _BOOK_UNKNOWN,
+) -> _T:
+    """Ask ``call`` (a step carrying its idempotency key, so asking again answers what
+    happened) again after each retry pause while its outcome is unknown. A refusal of the
+    other service (a domain error other than DependencyUnavailable) is final and raised."""
+    unknown: Exception | None = None
+    for pause in _retry_pauses():
+        await asyncio.sleep(pause)
+        try:
+            return await call()
+        except DependencyUnavailable as e:
+            unknown = e
+        except DomainError:
+            raise
+        except Exception as e:
+            unknown = e
+        log.warning("test-drive step: outcome unknown", extra={"step": step, **facts})
+    raise _unknown_error(unknown, message)
+
+
 class _CarChanged(Exception):
     """The test drive's car changed (a move landed) between freeing the car and the desk."""
 
@@ -403,46 +428,24 @@ class TestDrives:
         """Hold the car; a hold whose answer was lost is asked for again with the same key,
         which returns that same hold."""
         vehicles = self._vehicle_holds()
-        unknown: Exception | None = None
-        for pause in _retry_pauses():
-            await asyncio.sleep(pause)
-            try:
-                return await vehicles.create_hold(
-                    request, idempotency_key=attempt.step_key("car-hold")
-                )
-            except DependencyUnavailable as e:
-                unknown = e
-            except DomainError:
-                raise  # refused: nothing was held
-            except Exception as e:
-                unknown = e
-            log.warning("test-drive car hold: outcome unknown", extra={"attempt": attempt.key})
-        # If a hold was placed after all, it lapses at its TTL.
-        raise _unknown_error(unknown)
+        # A refusal means nothing was held; if a hold was placed after all while the outcome
+        # stayed unknown, it lapses at its TTL.
+        return await _until_known(
+            lambda: vehicles.create_hold(request, idempotency_key=attempt.step_key("car-hold")),
+            step="car hold",
+            facts={"attempt": attempt.key},
+        )
 
     async def _confirm_car(self, attempt: _DriveAttempt, hold_id: str) -> RentalBooking:
         """Confirm the car's hold. An answer that never came (a timeout: the confirm may still
         have happened) is asked for again with the same key, which returns that booking, or
         confirms now if the first never ran. A refusal is final."""
         vehicles = self._vehicle_holds()
-        unknown: Exception | None = None
-        for pause in _retry_pauses():
-            await asyncio.sleep(pause)
-            try:
-                return await vehicles.confirm_hold(
-                    hold_id, idempotency_key=attempt.step_key("car-confirm")
-                )
-            except DependencyUnavailable as e:
-                unknown = e
-            except DomainError:
-                raise
-            except Exception as e:
-                unknown = e
-            log.warning(
-                "test-drive car confirm: outcome unknown",
-                extra={"attempt": attempt.key, "hold_id": hold_id},
-            )
-        raise _unknown_error(unknown)
+        return await _until_known(
+            lambda: vehicles.confirm_hold(hold_id, idempotency_key=attempt.step_key("car-confirm")),
+            step="car confirm",
+            facts={"attempt": attempt.key, "hold_id": hold_id},
+        )
 
     async def _car_fate(self, attempt: _DriveAttempt, hold_id: str) -> RentalBooking | None:
         """Whether the car ended up booked (its booking) or certainly not (None), making sure
@@ -527,9 +530,7 @@ class TestDrives:
             )
 
     async def _cancel_drive_appointment(self, attempt: _DriveAttempt, appointment_id: str) -> None:
-        unknown: Exception | None = None
-        for pause in _retry_pauses():
-            await asyncio.sleep(pause)
+        async def cancel() -> None:
             try:
                 await self.desk.cancel_appointment(
                     appointment_id,
@@ -537,20 +538,14 @@ class TestDrives:
                     idempotency_key=attempt.step_key("cancel"),
                 )
             except NotFound:
-                return  # its transaction never committed: nothing to cancel
-            except DependencyUnavailable as e:
-                unknown = e
-            except DomainError:
-                raise  # e.g. it has started: a person must look at it
-            except Exception as e:
-                unknown = e
-            else:
-                return
-            log.warning(
-                "could not cancel a test-drive appointment yet",
-                extra={"attempt": attempt.key, "appointment_id": appointment_id},
-            )
-        raise _unknown_error(unknown)
+                pass  # its transaction never committed: nothing to cancel
+
+        # Another refusal (it has started, say) is final: a person must look at it.
+        await _until_known(
+            cancel,
+            step="desk cancel",
+            facts={"attempt": attempt.key, "appointment_id": appointment_id},
+        )
 
     async def _settle_drive(self, attempt: _DriveAttempt) -> TestDrive | None:
         """Bring an attempt that never answered to both halves (its test drive is returned) or
@@ -984,18 +979,12 @@ class TestDrives:
     async def _car_booking(self, hold_id: str) -> RentalBooking | None:
         """The rental booked from the car's hold, or None if it never became one."""
         vehicles = self._vehicle_holds(_CHANGE_UNWIRED)
-        unknown: Exception | None = None
-        for pause in _retry_pauses():
-            await asyncio.sleep(pause)
-            try:
-                return await vehicles.booking_for_hold(hold_id)
-            except DependencyUnavailable as e:
-                unknown = e
-            except DomainError:
-                raise
-            except Exception as e:
-                unknown = e
-        raise _unknown_error(unknown, _MOVE_UNKNOWN)
+        return await _until_known(
+            lambda: vehicles.booking_for_hold(hold_id),
+            step="car lookup",
+            facts={"hold_id": hold_id},
+            message=_MOVE_UNKNOWN,
+        )
 
     async def _free_car(self, attempt: _DriveAttempt, hold_id: str, reason: str) -> None:
         """Make sure no rental stands on a car hold: let the hold go (then no confirm still on

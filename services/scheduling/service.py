@@ -18,11 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 from asyncpg.types import Range
+from pydantic import BaseModel
 
 from services import idempotency
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
@@ -68,6 +69,9 @@ _SERVICE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _IDEMPOTENCY_PKEY = "idempotency_keys_pkey"
 # How long a request holding an idempotency key may take before a twin stops waiting for it.
 IDEMPOTENCY_LOCK_SECONDS = 30
+
+
+_Answer = TypeVar("_Answer", bound=BaseModel)
 
 
 def _is_idempotency_race(error: BaseException) -> bool:
@@ -346,15 +350,29 @@ class SchedulingService:
                 continue  # Redis had lost a booking PostgreSQL knows of; try the next resource.
             except BaseException as error:
                 await self._release_quietly(hold.hold_id)
-                if key and _is_idempotency_race(error):
-                    prior = await idempotency.replay(
-                        self.pool, scope="scheduling.book", key=key, payload=wanted.payload()
-                    )
-                    if prior is not None:
-                        return Appointment.model_validate(prior)
+                if first := await self._first_answer(
+                    error, Appointment, scope="scheduling.book", key=key, payload=wanted.payload()
+                ):
+                    return first
                 raise
             return answer[0]
         raise await self._taken(st, wanted.start)
+
+    async def _first_answer(
+        self,
+        error: BaseException,
+        model: type[_Answer],
+        *,
+        scope: str,
+        key: str | None,
+        payload: Any,
+    ) -> _Answer | None:
+        """The first answer, when ``error`` says a concurrent request with the same
+        idempotency key committed before this one; None for any other error."""
+        if not key or not _is_idempotency_race(error):
+            return None
+        prior = await idempotency.replay(self.pool, scope=scope, key=key, payload=payload)
+        return model.model_validate(prior) if prior is not None else None
 
     @asynccontextmanager
     async def writing(self, scope: str, key: str | None) -> AsyncIterator[None]:
@@ -499,12 +517,10 @@ class SchedulingService:
             except Unavailable:
                 continue
             except asyncpg.UniqueViolationError as error:
-                if key and _is_idempotency_race(error):
-                    prior = await idempotency.replay(
-                        self.pool, scope="scheduling.reschedule", key=key, payload=payload
-                    )
-                    if prior is not None:
-                        return Appointment.model_validate(prior)
+                if first := await self._first_answer(
+                    error, Appointment, scope="scheduling.reschedule", key=key, payload=payload
+                ):
+                    return first
                 raise
             return answer[0]
         raise await self._taken(st, start)
@@ -578,12 +594,10 @@ class SchedulingService:
                         response=cancelled.model_dump(mode="json"),
                     )
         except asyncpg.UniqueViolationError as error:
-            if key and _is_idempotency_race(error):
-                prior = await idempotency.replay(
-                    self.pool, scope="scheduling.cancel", key=key, payload=payload
-                )
-                if prior is not None:
-                    return Appointment.model_validate(prior)
+            if replayed := await self._first_answer(
+                error, Appointment, scope="scheduling.cancel", key=key, payload=payload
+            ):
+                return replayed
             raise
         return cancelled
 
@@ -727,12 +741,10 @@ class SchedulingService:
                             response=callback.model_dump(mode="json"),
                         )
             except asyncpg.UniqueViolationError as error:
-                if key and _is_idempotency_race(error):
-                    prior = await idempotency.replay(
-                        self.pool, scope="scheduling.callback", key=key, payload=payload
-                    )
-                    if prior is not None:
-                        return Callback.model_validate(prior)
+                if first := await self._first_answer(
+                    error, Callback, scope="scheduling.callback", key=key, payload=payload
+                ):
+                    return first
                 raise
             return callback
 

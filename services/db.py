@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -54,6 +55,14 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement (a named constant, never built from input) and its parameters."""
+
+    sql: str
+    args: tuple[Any, ...]
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from services.db import Statement
 from services.errors import Conflict, InvalidInput
 
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,17 +57,21 @@ async def replay(
     return response
 
 
+_REMEMBER = (
+    "INSERT INTO idempotency_keys (scope, key, request_hash, response) VALUES ($1, $2, $3, $4)"
+)
+
+
 async def remember(
     conn: asyncpg.Connection, *, scope: str, key: str, payload: Any, response: dict[str, Any]
 ) -> None:
     """Record the answer; call inside the write's transaction. A concurrent twin fails here."""
-    await conn.execute(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, response) VALUES ($1, $2, $3, $4)",
-        scope,
-        key,
-        request_hash(payload),
-        response,
-    )
+    await conn.execute(_REMEMBER, scope, key, request_hash(payload), response)
+
+
+def remember_row(*, scope: str, key: str, payload: Any, response: dict[str, Any]) -> Statement:
+    """:func:`remember` as a row written in a booking's own statement."""
+    return Statement(_REMEMBER, (scope, key, request_hash(payload), response))
 
 
 async def note(

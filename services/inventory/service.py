@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services import idempotency
+from services.db import Statement
 from services.errors import (
     Conflict,
     DependencyUnavailable,
@@ -504,32 +505,40 @@ class InventoryService:
 
         written: list[RentalBooking] = []
 
-        async def write_rental(conn: asyncpg.Connection, booking: Booking, claimed: Hold) -> None:
+        def rental_rows(booking: Booking, claimed: Hold) -> list[Statement]:
+            # Written in the booking's own statement: the hot path's one PostgreSQL round trip.
+            # The claimed hold carries the rate a negotiation locked in.
             rental = self._rental_from(booking, claimed)
-            await conn.execute(
-                _sql.INSERT_RENTAL,
-                booking.booking_id,
-                claimed.resource_id,
-                claimed.call_id,
-                rental.days,
-                rental.minutes,
-                rental.list_rate,
-                rental.daily_rate,
-                rental.total,
-                rental.negotiated,
-            )
+            rows = [
+                Statement(
+                    _sql.INSERT_RENTAL,
+                    (
+                        booking.booking_id,
+                        claimed.resource_id,
+                        claimed.call_id,
+                        rental.days,
+                        rental.minutes,
+                        rental.list_rate,
+                        rental.daily_rate,
+                        rental.total,
+                        rental.negotiated,
+                    ),
+                )
+            ]
             if key is not None:
-                await idempotency.remember(
-                    conn,
-                    scope=_CONFIRM_SCOPE,
-                    key=key,
-                    payload=payload,
-                    response=rental.model_dump(mode="json"),
+                rows.append(
+                    idempotency.remember_row(
+                        scope=_CONFIRM_SCOPE,
+                        key=key,
+                        payload=payload,
+                        response=rental.model_dump(mode="json"),
+                    )
                 )
             written.append(rental)
+            return rows
 
         try:
-            booking = await self.store.confirm_hold(hold_id, write_details=write_rental, hold=hold)
+            booking = await self.store.confirm_hold(hold_id, detail_rows=rental_rows, hold=hold)
         except asyncpg.UniqueViolationError as e:
             # The same idempotency key was used by a concurrent confirm of another hold.
             if key is not None and e.constraint_name == "idempotency_keys_pkey":

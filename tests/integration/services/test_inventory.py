@@ -613,4 +613,5 @@ async def test_a_hold_is_one_cached_lookup_and_one_lua_call(fresh):
     hold = await svc.create_hold(_hold("GEN-702", 34))
     pool.calls.clear()
     await svc.confirm_hold(hold.hold_id)
-    assert pool.calls == {"acquire": 1}  # one transaction: the booking and its rental row
+    # One statement, one round trip: the booking and its rental row, no BEGIN/COMMIT.
+    assert pool.calls == {"fetchrow": 1}

@@ -162,8 +162,10 @@ class EmbeddedStores:
             check=True,
             capture_output=True,
         )
+        # Redis creates its socket before it writes its pidfile: wait for both, or a caller
+        # asking redis_running() right after this returns would be told no.
         deadline = time.monotonic() + 10
-        while not self.redis_socket.exists():
+        while not (self.redis_socket.exists() and self.redis_running()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {self.redis_dir}/redis.log")
             time.sleep(0.05)

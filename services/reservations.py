@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -122,30 +123,35 @@ DetailRowsFor = Callable[[Booking, Hold], Sequence[Statement]]
 _PARAMETER = re.compile(r"\$(\d+)")
 
 
-def _with_clauses(rows: Sequence[Statement], first: int) -> tuple[str, list[Any]]:
-    """The rows as WITH clauses whose parameters are numbered from ``first`` on."""
+_BOOKING_COLUMNS = (
+    "booking_id, reference, resource_id, during, kind, status, call_id, hold_id, created_at"
+)
+# $1..$8; `created_at` is given so that a booking is fully known before it is written.
+_BOOKING_PARAMETERS = 8
+_INSERT_BOOKING = f"""INSERT INTO bookings
+           (booking_id, resource_id, during, kind, reference, hold_id, call_id, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ RETURNING {_BOOKING_COLUMNS}"""  # noqa: S608 - constant column list
+
+
+@lru_cache(maxsize=64)
+def _insert_with_details(statements: tuple[str, ...]) -> str:
+    """The booking's INSERT with each statement beside it as a WITH clause, its parameters
+    renumbered to follow the booking's eight. Cached: the same few named statements come on
+    every confirm. SQL from named constants only; values are parameters."""
     clauses: list[str] = []
-    args: list[Any] = []
-    for i, row in enumerate(rows):
-        shift = first - 1 + len(args)
+    shift = _BOOKING_PARAMETERS
+    for i, statement in enumerate(statements):
 
         def renumber(m: re.Match[str], shift: int = shift) -> str:
             return f"${int(m[1]) + shift}"
 
-        clauses.append(f",\n  detail_{i} AS ({_PARAMETER.sub(renumber, row.sql)})")
-        args.extend(row.args)
-    return "".join(clauses), args
-
-
-# $1..$8; `created_at` is given so that a booking is fully known before it is written.
-_INSERT_BOOKING = """INSERT INTO bookings
-           (booking_id, resource_id, during, kind, reference, hold_id, call_id, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
- RETURNING {columns}"""
-
-_BOOKING_COLUMNS = (
-    "booking_id, reference, resource_id, during, kind, status, call_id, hold_id, created_at"
-)
+        clauses.append(f",\n  detail_{i} AS ({_PARAMETER.sub(renumber, statement)})")
+        shift += max((int(n) for n in _PARAMETER.findall(statement)), default=0)
+    return (
+        f"WITH booking AS ({_INSERT_BOOKING}){''.join(clauses)}\n"
+        f"SELECT {_BOOKING_COLUMNS} FROM booking"
+    )
 
 
 def new_reference() -> str:
@@ -495,23 +501,17 @@ class ReservationStore:
                 draft.call_id,
                 draft.created_at,
             )
-            insert = _INSERT_BOOKING.format(columns=_BOOKING_COLUMNS)
             try:
                 if detail_rows is not None:
-                    # SQL from named constants only (the services' statements); values are
-                    # parameters.
-                    with_clauses, detail_args = _with_clauses(
-                        detail_rows(draft, hold), first=len(args) + 1
-                    )
+                    rows = detail_rows(draft, hold)
                     row = await self.pool.fetchrow(
-                        f"WITH booking AS ({insert}){with_clauses}\n"
-                        f"SELECT {_BOOKING_COLUMNS} FROM booking",
+                        _insert_with_details(tuple(r.sql for r in rows)),
                         *args,
-                        *detail_args,
+                        *(arg for r in rows for arg in r.args),
                     )
                     return Booking.from_row(row)
                 async with self.pool.acquire() as conn, conn.transaction():
-                    booking = Booking.from_row(await conn.fetchrow(insert, *args))
+                    booking = Booking.from_row(await conn.fetchrow(_INSERT_BOOKING, *args))
                     if write_details is not None:
                         await write_details(conn, booking, hold)
                     return booking

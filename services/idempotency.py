@@ -63,9 +63,15 @@ _REMEMBER = (
 
 
 async def remember(
-    conn: asyncpg.Connection, *, scope: str, key: str, payload: Any, response: dict[str, Any]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    scope: str,
+    key: str,
+    payload: Any,
+    response: dict[str, Any],
 ) -> None:
-    """Record the answer; call inside the write's transaction. A concurrent twin fails here."""
+    """Record the answer; call inside the write's transaction (or on the pool, for a record
+    that is its own write). A concurrent twin fails here."""
     await conn.execute(_REMEMBER, scope, key, request_hash(payload), response)
 
 
@@ -75,7 +81,12 @@ def remember_row(*, scope: str, key: str, payload: Any, response: dict[str, Any]
 
 
 async def note(
-    conn: asyncpg.Connection, *, scope: str, key: str, payload: Any, response: dict[str, Any]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    scope: str,
+    key: str,
+    payload: Any,
+    response: dict[str, Any],
 ) -> bool:
     """Record the answer unless (scope, key) has one already; True if this one was written.
     For records that many writers may make in turn (a saga's own steps), where the first

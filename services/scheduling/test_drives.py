@@ -361,14 +361,13 @@ class TestDrives:
             )
             if started is None:
                 try:
-                    async with self.pool.acquire() as conn:
-                        await idempotency.remember(
-                            conn,
-                            scope=_TD_STARTED,
-                            key=attempt.key,
-                            payload=payload,
-                            response={"attempt": n},
-                        )
+                    await idempotency.remember(
+                        self.pool,
+                        scope=_TD_STARTED,
+                        key=attempt.key,
+                        payload=payload,
+                        response={"attempt": n},
+                    )
                 except asyncpg.UniqueViolationError:
                     raise DependencyUnavailable(
                         "That request is still being processed; try again in a moment."
@@ -576,14 +575,13 @@ class TestDrives:
         self, attempt: _DriveAttempt, outcome: str, *, scope: str = _TD_SETTLED
     ) -> None:
         try:
-            async with self.pool.acquire() as conn:
-                await idempotency.remember(
-                    conn,
-                    scope=scope,
-                    key=attempt.key,
-                    payload=attempt.record,
-                    response={"outcome": outcome},
-                )
+            await idempotency.remember(
+                self.pool,
+                scope=scope,
+                key=attempt.key,
+                payload=attempt.record,
+                response={"outcome": outcome},
+            )
         except asyncpg.UniqueViolationError:
             pass  # settled already (a retry and the sweep both did it)
         except Exception:
@@ -776,14 +774,13 @@ class TestDrives:
             "to_hold": hold.hold_id,
         }
         try:
-            async with self.pool.acquire() as conn:
-                await idempotency.remember(
-                    conn,
-                    scope=_TD_CHANGE,
-                    key=attempt.key,
-                    payload=attempt.record,
-                    response=change,
-                )
+            await idempotency.remember(
+                self.pool,
+                scope=_TD_CHANGE,
+                key=attempt.key,
+                payload=attempt.record,
+                response=change,
+            )
         except Exception:
             await self._let_car_go(attempt, hold.hold_id)
             raise
@@ -855,15 +852,14 @@ class TestDrives:
     async def _decide_move(self, attempt: _DriveAttempt) -> str:
         """The move's outcome: "moved" if its desk move committed; otherwise "kept", recorded
         now, after which that desk move cannot commit any more (it writes the same record)."""
-        async with self.pool.acquire() as conn:
-            if await idempotency.note(
-                conn,
-                scope=_TD_MOVE_DECIDED,
-                key=attempt.key,
-                payload=attempt.record,
-                response={"outcome": "kept"},
-            ):
-                return "kept"
+        if await idempotency.note(
+            self.pool,
+            scope=_TD_MOVE_DECIDED,
+            key=attempt.key,
+            payload=attempt.record,
+            response={"outcome": "kept"},
+        ):
+            return "kept"
         decided = await idempotency.replay(
             self.pool, scope=_TD_MOVE_DECIDED, key=attempt.key, payload=attempt.record
         )
@@ -893,15 +889,14 @@ class TestDrives:
         self._vehicle_holds(_CHANGE_UNWIRED)
         aid = uuid.UUID(current.appointment_id)
         attempt = _cancel_attempt(aid)
-        async with self.pool.acquire() as conn:
-            # The first reason stands for the sweep; this request's goes on the appointment.
-            await idempotency.note(
-                conn,
-                scope=_TD_CHANGE,
-                key=attempt.key,
-                payload=attempt.record,
-                response={"op": "cancel", "appointment_id": str(aid), "reason": why},
-            )
+        # The first reason stands for the sweep; this request's goes on the appointment.
+        await idempotency.note(
+            self.pool,
+            scope=_TD_CHANGE,
+            key=attempt.key,
+            payload=attempt.record,
+            response={"op": "cancel", "appointment_id": str(aid), "reason": why},
+        )
         return await self._finish_cancel(attempt, current, why, key, payload)
 
     async def _finish_cancel(

@@ -1,4 +1,4 @@
-"""The mesh's Prometheus metrics, with the names fixed in DESIGN.md.
+"""The mesh's Prometheus metrics, with the names fixed in docs/design.md.
 
 Replicas record through :mod:`ray.serve.metrics`; Ray's metrics agent exports them on the
 metrics port with a ``ray_`` prefix (``ray_callmesh_service_request_seconds``) and adds the

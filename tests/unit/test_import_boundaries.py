@@ -1,4 +1,4 @@
-"""The dependency rules of DESIGN.md, read from the import statements themselves.
+"""The dependency rules of docs/design.md, read from the import statements themselves.
 
 "services/ imports no Ray, FastAPI or LiveKit" and "agent/ reaches the mesh only through its HTTP
 client": dependencies point one way, agent -> (HTTP) -> deployments -> services. Every module is

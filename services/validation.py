@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 from services.errors import InvalidInput
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A surrogate left in a Python string is a lone one (JSON's "\ud800"; a pair decodes to one
+# character): no UTF-8 encodes it, so PostgreSQL, Redis and a log file cannot take it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 # The calendar every service works in: bookings, calls and reports all fall inside it. A date
@@ -33,7 +36,8 @@ def clean_text(
     required: bool = False,
     multiline: bool = False,
 ) -> str | None:
-    """Trimmed, NFC-normalised text; refuses control characters and over-long values.
+    """Trimmed, NFC-normalised text; refuses control characters, text that is not valid
+    Unicode (a lone surrogate) and over-long values.
 
     SQL-looking text is just text: every query is parameterised, so it is stored as said.
     """
@@ -42,7 +46,11 @@ def clean_text(
             raise InvalidInput(f"Please provide the {field.replace('_', ' ')}.", field=field)
         return None
     text = unicodedata.normalize("NFC", str(value)).strip()
-    if _CONTROL.search(text) or (not multiline and ("\n" in text or "\r" in text)):
+    if (
+        _CONTROL.search(text)
+        or _SURROGATE.search(text)
+        or (not multiline and ("\n" in text or "\r" in text))
+    ):
         raise InvalidInput(
             f"The {field.replace('_', ' ')} contains characters that are not allowed.",
             field=field,

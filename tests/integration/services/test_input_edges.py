@@ -4,6 +4,7 @@ naming the field, never a 500 (issue 7, defects 1 and 2)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
@@ -229,3 +230,153 @@ async def test_call_times_at_the_ends_of_the_calendar_are_refused(http, at):
     _refused(r, "event_time")
     r = await http.post(f"/calls/{call_id}/end", json={"outcome": "booked", "ended_at": at})
     _refused(r, "ended_at")
+
+
+# -- text that cannot be stored -----------------------------------------------------------------
+
+# A lone surrogate: valid in a JSON string escape, but no UTF-8 encodes it, so PostgreSQL (and
+# any log line written as UTF-8) cannot take it.
+LONE = "\ud800"
+
+
+async def _post(http: httpx.AsyncClient, path: str, body: object) -> httpx.Response:
+    # json.dumps escapes the surrogate as \ud800 (ASCII), as a client's JSON encoder would;
+    # httpx's own json= refuses to encode it.
+    return await http.post(
+        path, content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+
+
+def _appointment(**fields: object) -> dict[str, object]:
+    return {"phone": PHONE, "service_type": "oil_change", "start": "2026-01-01T09:00", **fields}
+
+
+TEXT_FIELDS = [
+    ("/scheduling/appointments", _appointment(notes=f"gate code {LONE}"), "notes"),
+    ("/scheduling/appointments", _appointment(name=f"Sam {LONE}"), "name"),
+    ("/scheduling/appointments", _appointment(phone=f"+1555222{LONE}7000"), "phone"),
+    ("/scheduling/appointments", _appointment(email=f"sam{LONE}@example.com"), "email"),
+    ("/scheduling/appointments", _appointment(service_type=f"oil{LONE}"), "service_type"),
+    ("/scheduling/appointments", _appointment(call_id=f"c{LONE}"), "call_id"),
+    ("/scheduling/appointments", _appointment(start=f"2026-01-01T09:00{LONE}"), "start"),
+    (
+        "/scheduling/appointments",
+        _appointment(vehicle={"make": f"Honda{LONE}", "model": "Civic"}),
+        "vehicle_make",
+    ),
+    (
+        "/scheduling/appointments",
+        _appointment(vehicle={"make": "Honda", "model": "Civic", "plate": f"AB{LONE}"}),
+        "licence_plate",
+    ),
+    (
+        "/scheduling/test-drives",
+        {
+            "phone": PHONE,
+            "vehicle_unit_id": "VEH-CIVIC-01",
+            "start": "2026-01-01T09:00",
+            "notes": f"{LONE}",
+        },
+        "notes",
+    ),
+    (
+        "/scheduling/test-drives",
+        {"phone": PHONE, "vehicle_unit_id": f"VEH{LONE}", "start": "2026-01-01T09:00"},
+        "vehicle_unit_id",
+    ),
+    ("/scheduling/callbacks", {"phone": PHONE, "reason": f"about {LONE}"}, "reason"),
+    ("/inventory/holds", {"unit_id": f"PRJ{LONE}", "start": "2026-01-01"}, "unit_id"),
+    ("/inventory/holds", {"unit_id": "PRJ-901", "start": f"2026-01-01{LONE}"}, "start"),
+    ("/calls", {"flow": "appointment", "call_id": f"c{LONE}"}, "call_id"),
+    ("/calls", {"flow": f"appointment{LONE}"}, "flow"),
+    ("/calls", {"flow": "appointment", "caller_phone": f"+1555{LONE}"}, "caller_phone"),
+    (
+        "/verification/business-licence",
+        {"call_id": "c1", "licence_number": f"BL{LONE}"},
+        "licence_number",
+    ),
+    (
+        "/verification/business-licence",
+        {"call_id": "c1", "licence_number": "BL-100234", "state": f"TX{LONE}"},
+        "state",
+    ),
+    (
+        "/verification/site-safety",
+        {"call_id": "c1", "site_id": f"SITE{LONE}", "weight_class": "light"},
+        "site_id",
+    ),
+    (
+        "/verification/operator-certification",
+        {"call_id": "c1", "operator_id": f"Sam {LONE}", "certification": "forklift"},
+        "operator_id",
+    ),
+    (
+        "/verification/insurance",
+        {"call_id": f"c{LONE}", "policy_number": "POL-55001", "required_amount": 1000},
+        "call_id",
+    ),
+    ("/verification/contact", {"email": f"sam at {LONE} dot com"}, "email"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), TEXT_FIELDS)
+async def test_a_lone_surrogate_in_a_field_is_refused(http, path, body, field):
+    _refused(await _post(http, path, body), field)
+
+
+EVENTS = [
+    (
+        {"kind": "shared", "category": "contact_details", "key": "note", "value": f"x{LONE}"},
+        "value",
+    ),
+    ({"kind": "tool", "name": f"list{LONE}", "latency_ms": 1}, "tool_name"),
+    ({"kind": "tool", "name": "list_slots", "latency_ms": 1, "outcome": LONE}, "tool_outcome"),
+    ({"kind": "marker", "marker": "booked", "reference": f"R{LONE}"}, "reference"),
+    ({"kind": "marker", "marker": f"booked{LONE}"}, "marker"),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), EVENTS)
+async def test_a_lone_surrogate_in_a_call_event_is_refused(http, event, field):
+    call_id = await _started_call(http)
+    _refused(await _post(http, f"/calls/{call_id}/events", event), field)
+    _refused(await _post(http, f"/calls/{call_id}/events", [event]), field)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"outcome": "booked", "summary": f"Booked {LONE}"}, "summary"),
+        ({"outcome": LONE}, "outcome"),
+    ],
+)
+async def test_a_lone_surrogate_in_the_end_of_a_call_is_refused(http, body, field):
+    call_id = await _started_call(http)
+    _refused(await _post(http, f"/calls/{call_id}/end", body), field)
+
+
+async def test_a_lone_surrogate_in_a_cancel_reason_is_refused(http, fresh):
+    appointment_id = await _booked_appointment(http, fresh.settings().tz)
+    path = f"/scheduling/appointments/{appointment_id}"
+    _refused(await _post(http, f"{path}/cancel", {"reason": f"moving {LONE}"}), "reason")
+    _refused(await _post(http, f"{path}/reschedule", {"start": f"{LONE}"}), "new_start")
+
+
+async def test_a_lone_surrogate_in_a_rental_cancel_reason_is_refused(http):
+    start = (datetime.now() + timedelta(days=3)).date().isoformat()
+    hold = await http.post("/inventory/holds", json={"unit_id": "PRJ-901", "start": start})
+    assert hold.status_code == 201, hold.text
+    booking = await http.post(f"/inventory/holds/{hold.json()['hold_id']}/confirm")
+    assert booking.status_code == 201, booking.text
+    path = f"/inventory/bookings/{booking.json()['booking_id']}/cancel"
+    _refused(await _post(http, path, {"reason": f"rain {LONE}"}), "reason")
+
+
+async def test_paired_surrogates_are_text_like_any_other(http, fresh):
+    """An emoji escaped as a surrogate pair is one valid character, stored as sent."""
+    appointment_id = await _booked_appointment(http, fresh.settings().tz)
+    r = await _post(
+        http, f"/scheduling/appointments/{appointment_id}/cancel", {"reason": "moving \U0001f69a"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["cancel_reason"] == "moving \U0001f69a"

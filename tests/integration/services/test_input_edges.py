@@ -232,6 +232,36 @@ async def test_call_times_at_the_ends_of_the_calendar_are_refused(http, at):
     _refused(r, "ended_at")
 
 
+# JSON numbers where a time is expected: pydantic reads them as Unix times (0 is 1970-01-01).
+NUMBER_TIMES = [0, -62135596800, 253402300799, 1e300, 2.0490088394941137e-307]
+
+
+@pytest.mark.parametrize("number", NUMBER_TIMES)
+async def test_a_number_as_a_time_is_refused(http, fresh, number):
+    appointment_id = await _booked_appointment(http, fresh.settings().tz)
+    call_id = await _started_call(http)
+    answers = [
+        await http.post("/inventory/holds", json={"unit_id": "PRJ-901", "start": number}),
+        await http.post("/inventory/holds", json={"unit_id": "VEH-CIVIC-01", "start": number}),
+        await http.post(
+            "/scheduling/appointments",
+            json={"phone": PHONE, "service_type": "oil_change", "start": number},
+        ),
+        await http.post(
+            f"/scheduling/appointments/{appointment_id}/reschedule", json={"start": number}
+        ),
+        await http.post(
+            "/scheduling/callbacks",
+            json={"phone": PHONE, "reason": "A question", "preferred_time": number},
+        ),
+        await http.post("/calls", json={"flow": "appointment", "started_at": number}),
+        await http.post(f"/calls/{call_id}/end", json={"outcome": "booked", "ended_at": number}),
+    ]
+    for r in answers:
+        assert r.status_code == 422, (r.request.url, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "invalid_input"
+
+
 # -- text that cannot be stored -----------------------------------------------------------------
 
 # A lone surrogate: valid in a JSON string escape, but no UTF-8 encodes it, so PostgreSQL (and

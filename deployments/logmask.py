@@ -46,12 +46,16 @@ _QUERY_PARAM = re.compile(r"(?<=[?&;])([^=&;\s\"#?]+)=([^&;\s\"#]*)")
 # Attributes every LogRecord has; everything else came in through ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _TRACEBACKS = logging.Formatter()
+# A lone surrogate (a client's JSON "\ud800") cannot be written as UTF-8: the handler would
+# drop the whole record with a "Logging error". It is written as U+FFFD instead.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def mask_text(text: str) -> str:
     """``john.smith@gmail.com`` -> ``j***@gmail.com``; ``+1 (555) 123-4567`` -> ``***67``;
     ``BL-100234`` -> ``***34``; percent-encoded too: ``?phone=%2B15551234567`` ->
     ``?phone=***67``, ``q=jane%40x.org`` -> ``q=j***%40x.org``."""
+    text = _SURROGATE.sub("\ufffd", text)
     text = _QUERY_PARAM.sub(_mask_query_param, text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}", text)
     text = _UK_LICENCE.sub(lambda m: "***" + m.group(0)[-2:], text)

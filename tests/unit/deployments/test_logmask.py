@@ -259,3 +259,26 @@ def test_every_handler_writes_the_masked_traceback():
     assert "jane.doe" not in first.getvalue()
     assert "jane.doe" not in second.getvalue()
     assert "j***@example.com" in second.getvalue()
+
+
+def test_a_lone_surrogate_is_written_not_dropped():
+    """A UTF-8 stream cannot take "\ud800": without the filter the handler drops the record
+    ("--- Logging error ---"); with it the record is written, the character replaced."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(PersonalDataFilter())
+    logger = logging.getLogger("test.logmask.surrogate")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ValueError("notes 'gate \ud800'")
+        except ValueError:
+            logger.exception("unhandled error for %s", "gate \udfff")
+    finally:
+        logger.removeHandler(handler)
+    out = raw.getvalue().decode("utf-8")
+    assert out.startswith("unhandled error for gate \ufffd\n")
+    assert "ValueError: notes 'gate \ufffd'" in out

@@ -333,7 +333,12 @@ class InventoryService:
             assert text is not None
             if _DATE_ONLY.match(text):
                 return parse_date(text, field=field)
-            value = parse_datetime(text, field=field, tz=self.tz)
+            try:
+                value = parse_datetime(text, field=field, tz=self.tz)
+            except InvalidInput as e:
+                if "earliest" in e.details:
+                    raise  # a real time outside the calendar: that sentence says so
+                return parse_date(text, field=field)  # refuses: "a date like 2026-03-14"
         if isinstance(value, datetime):
             return parse_datetime(value, field=field, tz=self.tz).astimezone(self.tz).date()
         return parse_date(value, field=field)

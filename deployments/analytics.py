@@ -21,6 +21,7 @@ from deployments.replica import (
 )
 from services.analytics import AnalyticsService, AnalyticsSummary, CallCounted
 from services.settings import Settings
+from services.validation import FIRST_DAY, parse_date
 
 APP_NAME = "analytics"
 DEPLOYMENT_NAME = "Analytics"
@@ -55,8 +56,11 @@ def build_analytics_api(
     )
 
     def window(since: date | None, until: date | None) -> tuple[date, date]:
-        last = until or datetime.now(settings.tz).date()
-        return since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), last
+        # Checked before the arithmetic below, which would overflow at year 1.
+        last = parse_date(until, field="until") if until else datetime.now(settings.tz).date()
+        if since is not None:
+            return since, last
+        return max(last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), FIRST_DAY), last
 
     @app.get("/summary", tags=["analytics"])
     async def summary(

@@ -4,7 +4,9 @@ Log messages are static text and personal data travels in structured fields (``e
 the filter masks fields by name (``phone``, ``email``, ``licence_number``...) and, as a safety
 net, any phone-, email- or licence-shaped text in the message, its arguments and string fields.
 It is a handler filter so that it sees every record a handler writes, whichever logger it came
-from.
+from. A traceback is text too: an exception's message may quote what a client sent (asyncpg's
+does), so the filter formats it once, masked, into ``exc_text``, which every formatter (the
+standard one, Ray's JSON one) writes instead of formatting ``exc_info`` again.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ _SENSITIVE_KEY = re.compile(r"phone|e_?mail|licen[cs]e|caller_id|ssn|passport", 
 _QUERY_PARAM = re.compile(r"(?<=[?&;])([^=&;\s\"#?]+)=([^&;\s\"#]*)")
 # Attributes every LogRecord has; everything else came in through ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_TRACEBACKS = logging.Formatter()
+# A lone surrogate (a client's JSON "\ud800") cannot be written as UTF-8: the handler would
+# drop the whole record with a "Logging error". It is written as U+FFFD instead.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def mask_text(text: str) -> str:
     """``john.smith@gmail.com`` -> ``j***@gmail.com``; ``+1 (555) 123-4567`` -> ``***67``;
     ``BL-100234`` -> ``***34``; percent-encoded too: ``?phone=%2B15551234567`` ->
     ``?phone=***67``, ``q=jane%40x.org`` -> ``q=j***%40x.org``."""
+    text = _SURROGATE.sub("\ufffd", text)
     text = _QUERY_PARAM.sub(_mask_query_param, text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}", text)
     text = _UK_LICENCE.sub(lambda m: "***" + m.group(0)[-2:], text)
@@ -82,6 +89,9 @@ def mask_value(key: str, value: Any) -> Any:
         return _mask_named(str(value))
     if isinstance(value, str):
         return mask_text(value)
+    if isinstance(value, BaseException):
+        # Logged as "%s" of the exception, whose message may quote the input.
+        return mask_text(str(value))
     if isinstance(value, dict):
         return {k: mask_value(str(k), v) for k, v in value.items()}
     return value
@@ -98,6 +108,12 @@ class PersonalDataFilter(logging.Filter):
         for key, value in list(vars(record).items()):
             if key not in _RECORD_FIELDS:
                 setattr(record, key, mask_value(key, value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True
 
 

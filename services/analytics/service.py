@@ -108,7 +108,9 @@ SELECT day, flow,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY cost_usd::float8) AS p95
   FROM analytics_calls
  WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR flow = $3)
- GROUP BY GROUPING SETS ((day, flow), (day), (flow), ())"""
+ GROUP BY GROUPING SETS ((day, flow), (day), (flow), ())
+-- The empty grouping set makes one row even when no call is in the window: not a slice.
+HAVING count(*) > 0"""
 
 _TOOL_LATENCY = """
 SELECT a.day, a.flow, e.tool, count(*) AS calls,

@@ -62,7 +62,7 @@ from services.reservations import (
     ReservationStore,
 )
 from services.settings import Settings
-from services.validation import check_id, check_number, clean_text, parse_datetime
+from services.validation import check_id, check_number, clean_text, parse_date, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -328,25 +328,20 @@ class InventoryService:
 
     def _as_day(self, value: str | datetime | date, *, field: str) -> date:
         """A rental day: a date, or the local date of a date and time."""
+        if isinstance(value, str):
+            text = clean_text(value, field=field, max_length=40, required=True)
+            assert text is not None
+            if _DATE_ONLY.match(text):
+                return parse_date(text, field=field)
+            try:
+                value = parse_datetime(text, field=field, tz=self.tz)
+            except InvalidInput as e:
+                if "earliest" in e.details:
+                    raise  # a real time outside the calendar: that sentence says so
+                return parse_date(text, field=field)  # refuses: "a date like 2026-03-14"
         if isinstance(value, datetime):
-            return _aware(value, self.tz).astimezone(self.tz).date()
-        if isinstance(value, date):
-            return value
-        text = clean_text(value, field=field, max_length=40, required=True)
-        assert text is not None
-        if _DATE_ONLY.match(text):
-            try:
-                return date.fromisoformat(text)
-            except ValueError:
-                pass  # e.g. 2026-02-30: the sentence below says what we need
-        else:
-            try:
-                return datetime.fromisoformat(text).astimezone(self.tz).date()
-            except ValueError:
-                pass
-        raise InvalidInput(
-            f"The {field} date must be a date like 2026-03-14.", field=field
-        ) from None
+            return parse_datetime(value, field=field, tz=self.tz).astimezone(self.tz).date()
+        return parse_date(value, field=field)
 
     def _as_time(self, value: str | datetime | date, *, field: str) -> datetime:
         """A test-drive time: a date and time; a bare date is not enough."""
@@ -735,10 +730,6 @@ def _booking_uuid(value: str | uuid.UUID) -> uuid.UUID:
         return uuid.UUID(str(value)[:64])
     except ValueError:
         raise NotFound("There is no rental booking with that id.") from None
-
-
-def _aware(value: datetime, tz: Any) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
 
 def _kind(kind: str) -> BookingKind:

@@ -27,13 +27,18 @@ from the remote.
 
 Failures
 --------
-A connection error, a timeout (``verification_http_timeout_seconds`` per request), a 5xx or a
-429 is retried up to ``verification_http_retries`` times, waiting with exponential backoff and
-full jitter between attempts. Any other 4xx, and a 200 that is not the object above, is not
-retried: asking again would get the same answer. Every failed request counts towards the circuit
-breaker; while it is open no request is sent. When no answer can be had the check raises
-:class:`DependencyUnavailable` with ``retry_after``: a remote that is down never reads as a
-verified (or as a failed) check.
+A connection error, a timeout, a 5xx or a 429 is retried up to ``verification_http_retries``
+times, waiting with exponential backoff and full jitter between attempts. The timeout
+(``verification_http_timeout_seconds``) is one deadline for the whole request, from connecting
+to the answer's last byte, so a remote that drips bytes cannot hold a check open. Any other
+4xx, and a 200 that is not the object above, is not retried: asking again would get the same
+answer. The answer is read as it arrives and refused as soon as it passes
+``MAX_RESPONSE_BYTES`` (at once when its declared length does). It must not be compressed (a
+small compressed body can unpack to any size), and JSON holding half a character (a lone
+surrogate escape, which no store can take) is malformed. Every failed request counts towards
+the circuit breaker; while it is open no request is sent. When no answer can be had the check
+raises :class:`DependencyUnavailable` with ``retry_after``: a remote that is down never reads
+as a verified (or as a failed) check.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pydantic_core
 from pydantic import ValidationError
 
 from services.errors import DependencyUnavailable
@@ -62,6 +68,9 @@ SITES_PATH = "/sites/verify"
 OPERATORS_PATH = "/operators/verify"
 INSURANCE_PATH = "/insurance/verify"
 MAX_RESPONSE_BYTES = 64 * 1024
+# Sent with every request, also through an injected client: identity, so the cap above counts
+# the bytes that are parsed.
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
 
 
 class _Retryable(Exception):
@@ -94,6 +103,9 @@ class HttpProvider:
         if timeout_seconds <= 0 or retries < 0:
             raise ValueError("timeout_seconds > 0 and retries >= 0")
         self.base_url = str(url).rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        # httpx's timeouts are per phase (each read may take this long); the deadline in
+        # _attempt bounds the whole request.
         self.timeout = httpx.Timeout(timeout_seconds)
         self.retries = retries
         self.breaker = breaker or CircuitBreaker(failure_threshold=5, reset_seconds=30.0)
@@ -103,7 +115,7 @@ class HttpProvider:
         self._random = random
         # An injected client belongs to the caller; only one made here is closed here.
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(headers={"Accept": "application/json"})
+        self._client = client or httpx.AsyncClient(headers=_HEADERS)
 
     @classmethod
     def from_settings(
@@ -191,19 +203,17 @@ class HttpProvider:
 
     async def _attempt(self, url: str, body: dict[str, Any]) -> Finding:
         try:
-            response = await self._client.post(url, json=body, timeout=self.timeout)
+            async with asyncio.timeout(self.timeout_seconds):
+                raw = await self._exchange(url, body)
+        except TimeoutError as e:
+            raise _Retryable("timeout") from e
         except httpx.TimeoutException as e:
             raise _Retryable("timeout") from e
         except httpx.HTTPError as e:
             raise _Retryable(type(e).__name__) from e
-        if response.status_code >= 500 or response.status_code == 429:
-            raise _Retryable(f"status {response.status_code}")
-        if response.status_code != 200:
-            raise _Final(f"status {response.status_code}")
-        if len(response.content) > MAX_RESPONSE_BYTES:
-            raise _Final("answer too large")
         try:
-            answer = response.json()
+            # pydantic's JSON parser, unlike json.loads, refuses a lone surrogate anywhere.
+            answer = pydantic_core.from_json(raw)
             finding = Finding.model_validate(answer)
         except (ValueError, ValidationError) as e:
             raise _Final("malformed answer") from e
@@ -211,6 +221,30 @@ class HttpProvider:
         if status is not None and status != finding.status:
             raise _Final("status disagrees with reason")
         return finding
+
+    async def _exchange(self, url: str, body: dict[str, Any]) -> bytes:
+        """The body of a 200 answer, read no further than MAX_RESPONSE_BYTES."""
+        async with self._client.stream(
+            "POST", url, json=body, headers=_HEADERS, timeout=self.timeout
+        ) as response:
+            # Leaving the block unread closes the connection: nothing more is downloaded.
+            if response.status_code >= 500 or response.status_code == 429:
+                raise _Retryable(f"status {response.status_code}")
+            if response.status_code != 200:
+                raise _Final(f"status {response.status_code}")
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise _Final("compressed answer")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise _Final("answer too large")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _Final("answer too large")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     def _unavailable(self, *, breaker: str) -> DependencyUnavailable:
         retry_after = max(1, math.ceil(self.breaker.retry_after())) if breaker != "closed" else 2

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from services.errors import DependencyUnavailable
@@ -32,6 +32,14 @@ pytestmark = pytest.mark.integration
 
 SLOW_SECONDS = 1.0  # how long a "slow" answer takes; the provider's timeout is far shorter
 TIMEOUT = 0.1
+# A dripping answer sends a byte every DRIP_GAP_SECONDS, far inside any per-read timeout, for
+# DRIP_SECONDS in all: far longer than the provider's deadline (DRIP_TIMEOUT) for a request.
+DRIP_GAP_SECONDS = 0.05
+DRIP_SECONDS = 4.0
+DRIP_TIMEOUT = 0.5
+# A huge answer: far more than the provider's cap (64 KiB) and than loopback socket buffers.
+HUGE_BYTES = 64 * 1024 * 1024
+HUGE_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -40,11 +48,14 @@ class FakeRegistry:
     plan: list[str] = field(default_factory=list)
     default: str = "valid"
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Bytes of the last streamed answer the server got to hand to its socket.
+    sent: int = 0
 
     def script(self, *steps: str, then: str = "valid") -> None:
         self.plan[:] = steps
         self.default = then
         self.requests.clear()
+        self.sent = 0
 
     def next_step(self) -> str:
         return self.plan.pop(0) if self.plan else self.default
@@ -64,11 +75,44 @@ def _app(registry: list[FakeRegistry]) -> Starlette:
             return PlainTextResponse("<html>gateway</html>")
         if step == "contradiction":
             return JSONResponse({"status": "verified", "reason": "expired"})
+        if step == "surrogate":
+            body = b'{"reason": "valid", "facts": {"business_name": "Acme \\ud800"}}'
+            return Response(body, media_type="application/json")
+        if step == "drip":
+            return StreamingResponse(_drip(), media_type="application/json")
+        if step in ("huge", "huge_declared"):
+            # Declared: Content-Length framing; otherwise chunked, the size known only at the end.
+            length = {"content-length": str(HUGE_BYTES)} if step == "huge_declared" else None
+            return StreamingResponse(_huge(fake), media_type="application/json", headers=length)
         status = "verified" if step == "valid" else "failed"
         facts = {"expires_on": "2031-01-31", "coverage_amount": 2000000}
         return JSONResponse({"status": status, "reason": step, "facts": facts})
 
     return Starlette(routes=[Route("/registry/{kind}/verify", verify, methods=["POST"])])
+
+
+async def _drip() -> AsyncIterator[bytes]:
+    """A valid answer, one padding byte at a time: no read ever waits long."""
+    yield b'{"reason": "valid"'
+    for _ in range(int(DRIP_SECONDS / DRIP_GAP_SECONDS)):
+        await asyncio.sleep(DRIP_GAP_SECONDS)
+        yield b" "
+    yield b"}"
+
+
+async def _huge(fake: FakeRegistry) -> AsyncIterator[bytes]:
+    """A valid answer padded to HUGE_BYTES; counts what the server could hand over."""
+    head, tail = b'{"reason": "valid", "pad": "', b'"}'
+    pad = HUGE_BYTES - len(head) - len(tail)
+    fake.sent = 0
+    for chunk in (head, *([b"x" * HUGE_CHUNK] * (pad // HUGE_CHUNK)), b"x" * (pad % HUGE_CHUNK)):
+        yield chunk  # resumes only once the socket took the previous chunk (flow control)
+        fake.sent += len(chunk)
+        # Once the client hangs up, uvicorn drops what is sent without waiting: let Starlette's
+        # disconnect listener run and stop this stream, so `sent` stops counting there.
+        await asyncio.sleep(0)
+    yield tail
+    fake.sent += len(tail)
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +245,50 @@ async def test_a_slow_answer_times_out_and_the_retry_gets_through(registry):
         await provider.aclose()
     assert finding.reason == "valid"
     assert len(registry.requests) == 2  # both attempts of the second check timed out
+
+
+async def test_an_answer_that_drips_is_cut_at_the_deadline(registry):
+    """Each read gets a byte well inside any per-read timeout; the request as a whole still
+    ends at the provider's deadline, and so does the retry."""
+    provider = _provider(registry, retries=1, timeout=DRIP_TIMEOUT)
+    registry.script(then="drip")
+    try:
+        with pytest.raises(DependencyUnavailable):
+            await provider.check_business_licence(licence_number="BL-1", state=None)
+        registry.script("drip", then="valid")
+        finding = await provider.check_business_licence(licence_number="BL-1", state=None)
+    finally:
+        await provider.aclose()
+    assert finding.reason == "valid"
+    assert len(registry.requests) == 2  # the drip, then the retry that got an answer
+
+
+@pytest.mark.parametrize("answer", ["huge", "huge_declared"])
+async def test_a_huge_answer_is_refused_without_reading_it(registry, answer):
+    """Refused once past the cap (or at once, when the declared length is over it): the
+    server gets to send only what the socket buffers hold, not the whole answer."""
+    provider = _provider(registry, retries=3)
+    registry.script(then=answer)
+    try:
+        with pytest.raises(DependencyUnavailable):
+            await provider.check_business_licence(licence_number="BL-1", state=None)
+    finally:
+        await provider.aclose()
+    assert len(registry.requests) == 1  # not retried: it would be as big again
+    assert registry.sent < HUGE_BYTES // 4
+
+
+async def test_an_answer_with_a_lone_surrogate_is_refused(registry):
+    """JSON may escape half a character ("\\ud800"); no store can take it, so the answer is
+    malformed, not a 500 when its facts are audited."""
+    provider = _provider(registry, retries=3)
+    registry.script(then="surrogate")
+    try:
+        with pytest.raises(DependencyUnavailable):
+            await provider.check_business_licence(licence_number="BL-1", state=None)
+    finally:
+        await provider.aclose()
+    assert len(registry.requests) == 1
 
 
 @pytest.mark.parametrize("answer", ["404", "422", "garbage", "contradiction"])

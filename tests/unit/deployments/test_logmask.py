@@ -179,3 +179,106 @@ def test_filter_masks_a_licence_in_free_text():
     assert "1234567" not in out
     assert out.startswith("checked ***34 for unit GEN-701 | ")
     assert "'unit_id': 'GEN-701'" in out
+
+
+def _captured(logger_name: str) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(PersonalDataFilter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger, stream, handler
+
+
+def test_filter_masks_the_traceback_of_a_logged_exception():
+    # As asyncpg words a refused argument: its message quotes the value sent.
+    logger, stream, handler = _captured("test.logmask.traceback")
+    try:
+        try:
+            raise ValueError(
+                "invalid input for query argument $2: 'jane.doe@example.com, +1 555 867 5309'"
+            )
+        except ValueError:
+            logger.exception("unhandled error", extra={"path": "/scheduling/appointments"})
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "Traceback (most recent call last)" in out
+    assert "ValueError: invalid input for query argument $2" in out
+    assert "jane.doe" not in out
+    assert "867 5309" not in out
+    assert "j***@example.com" in out
+    assert "***09" in out
+
+
+def test_filter_masks_a_chained_traceback_and_the_stack():
+    logger, stream, handler = _captured("test.logmask.chain")
+    try:
+        try:
+            try:
+                raise KeyError("BL-100234")
+            except KeyError as e:
+                raise RuntimeError("lookup of 5551234567 failed") from e
+        except RuntimeError:
+            logger.error("lookup failed", exc_info=True, stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "The above exception was the direct cause" in out
+    assert "Stack (most recent call last)" in out
+    assert "100234" not in out
+    assert "5551234567" not in out
+
+
+def test_filter_masks_an_exception_given_as_an_argument():
+    logger, stream, handler = _captured("test.logmask.arg")
+    try:
+        logger.warning("provider failed: %s", OSError("no answer for +15551234567"))
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == "provider failed: no answer for ***67\n"
+
+
+def test_every_handler_writes_the_masked_traceback():
+    """The masked text is cached on the record, so a second handler (with or without the
+    filter) does not format the raw exception again."""
+    logger, first, handler = _captured("test.logmask.two")
+    second = io.StringIO()
+    plain = logging.StreamHandler(second)
+    logger.addHandler(plain)
+    try:
+        try:
+            raise ValueError("caller jane.doe@example.com")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.removeHandler(plain)
+    assert "jane.doe" not in first.getvalue()
+    assert "jane.doe" not in second.getvalue()
+    assert "j***@example.com" in second.getvalue()
+
+
+def test_a_lone_surrogate_is_written_not_dropped():
+    """A UTF-8 stream cannot take "\ud800": without the filter the handler drops the record
+    ("--- Logging error ---"); with it the record is written, the character replaced."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(PersonalDataFilter())
+    logger = logging.getLogger("test.logmask.surrogate")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ValueError("notes 'gate \ud800'")
+        except ValueError:
+            logger.exception("unhandled error for %s", "gate \udfff")
+    finally:
+        logger.removeHandler(handler)
+    out = raw.getvalue().decode("utf-8")
+    assert out.startswith("unhandled error for gate \ufffd\n")
+    assert "ValueError: notes 'gate \ufffd'" in out

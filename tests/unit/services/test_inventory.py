@@ -111,6 +111,35 @@ def test_malformed_dates_are_refused(text) -> None:
         _service()._as_day(text, field="start")
 
 
+@pytest.mark.parametrize("text", ["tomorrow", "2026-03-14T25:00", "14/03/2026 10:00"])
+def test_a_malformed_rental_day_asks_for_a_date(text) -> None:
+    with pytest.raises(InvalidInput, match="must be a date like 2026-03-14"):
+        _service()._as_day(text, field="start")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31",
+        "9999-12-31T23:30:00",
+        "0001-01-01T00:00:00+14:00",
+        date.max,
+        datetime.max,
+        datetime.min,
+    ],
+)
+def test_rental_days_outside_the_calendar_are_refused_not_overflowed(value) -> None:
+    with pytest.raises(InvalidInput, match="between 2000-01-01 and 2099-12-31") as err:
+        _service()._rental_range(value, None)
+    assert err.value.details["field"] == "start"
+
+
+def test_a_naive_date_and_time_is_a_day_of_the_business_zone() -> None:
+    # Not of the machine's zone: read as UTC, 02:30 would be the evening before in New York.
+    svc = _service()
+    assert svc._as_day("2026-03-15T02:30", field="start") == date(2026, 3, 15)
+
+
 def test_test_drive_ranges_need_a_time_and_a_short_length() -> None:
     svc = _service()
     tomorrow = datetime.now(svc.tz).date() + timedelta(days=1)

@@ -76,3 +76,57 @@ def test_check_number_refuses_negative_and_absurd(value: object) -> None:
 def test_check_number_accepts_bounds() -> None:
     assert check_number(0, field="rate") == 0
     assert check_number("12.5", field="rate") == 12.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["lone \ud800", "\udfff", "pair \udc00\ud800 reversed"])
+def test_clean_text_refuses_a_lone_surrogate(value: str) -> None:
+    # json.loads('"\\ud800"') gives this string; no UTF-8 encodes it, so no store takes it.
+    with pytest.raises(InvalidInput) as err:
+        clean_text(value, field="notes", multiline=True)
+    assert err.value.details["field"] == "notes"
+
+
+def test_clean_text_keeps_a_character_outside_the_basic_plane() -> None:
+    # A JSON surrogate pair ("\ud83d\ude9a") decodes to one character: text like any other.
+    assert clean_text("moving \U0001f69a", field="notes") == "moving \U0001f69a"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31",
+        "9999-12-31T23:59:59.999999-14:00",
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01",
+        "1999-12-31T23:59:59+00:00",
+        "2100-01-01T00:00:00+00:00",
+        datetime.max,
+        datetime.min,
+    ],
+)
+def test_parse_datetime_refuses_moments_outside_the_service_calendar(value: object) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_datetime(value, field="new_start", tz=TZ)  # type: ignore[arg-type]
+    assert err.value.details["field"] == "new_start"
+    assert "new start must be between 2000-01-01 and 2099-12-31" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "value", ["2000-01-01T00:00:00+00:00", "2099-12-31T23:59:59.999999+00:00", "2099-12-31T18:00"]
+)
+def test_parse_datetime_accepts_the_ends_of_the_service_calendar(value: str) -> None:
+    parse_datetime(value, field="start", tz=TZ)
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31", "0001-01-01", "1999-12-31", "2100-01-01", date.max, date.min]
+)
+def test_parse_date_refuses_days_outside_the_service_calendar(value: object) -> None:
+    with pytest.raises(InvalidInput, match="between 2000-01-01 and 2099-12-31") as err:
+        parse_date(value, field="date")  # type: ignore[arg-type]
+    assert err.value.details["field"] == "date"
+
+
+def test_parse_date_accepts_the_ends_of_the_service_calendar() -> None:
+    assert parse_date("2000-01-01", field="date") == date(2000, 1, 1)
+    assert parse_date(date(2099, 12, 31), field="date") == date(2099, 12, 31)

@@ -83,6 +83,7 @@ LEAD_IN_SECONDS = 3.0
 # (claim.lua re-arms it); past that it has outlived its TTL.
 PENDING_TTL_SECONDS = 30
 BOOKED_SAMPLE = 20
+SAMPLES = 5
 REPLICA_TITLE = "ServeReplica:inventory:Inventory"
 HOLD_TTL_ENV = "CALLMESH_HOLD_TTL_SECONDS"
 TIMED_OUT = -1  # recorded status of a request unanswered after REQUEST_TIMEOUT_SECONDS
@@ -230,6 +231,7 @@ class Client:
         self.headers = headers
         self.answers: list[Answer] = []
         self.booked: list[Booked] = []
+        self.samples: list[str] = []  # the first few answers that broke the error contract
 
     async def send(
         self, conn: httpload.Connection, name: str, method: str, path: str, body: Any = None
@@ -242,9 +244,10 @@ class Client:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             await conn.close()
             resp = httpload.Response(httpload.NETWORK_ERROR, b"")
-        self.answers.append(
-            Answer(time.monotonic(), name, resp.status, "retry-after" in resp.headers)
-        )
+        answer = Answer(time.monotonic(), name, resp.status, "retry-after" in resp.headers)
+        self.answers.append(answer)
+        if unacceptable(answer) is not None and len(self.samples) < SAMPLES:
+            self.samples.append(f"{name} {resp.status}: {resp.body[:300].decode(errors='replace')}")
         return resp
 
     async def book(self, conn: httpload.Connection, cells: Cells, call_id: str, tag: str) -> bool:
@@ -491,7 +494,8 @@ class FaultResult:
     statuses: dict[str, int]
     confirmed: int
     recovered_after_s: float | None
-    unacceptable: dict[str, int]
+    unacceptable: dict[str, int]  # "<request> <why>": how many
+    samples: list[str]  # the first few of them, with their bodies
     checks: dict[str, Check] = field(default_factory=dict)
 
     @property
@@ -555,7 +559,7 @@ async def run_fault(
         )
     except (OSError, aioredis.RedisError) as exc:
         checks["holds_within_ttl"] = Check(False, f"could not read Redis: {exc}")
-    bad = Counter(r for a in client.answers if (r := unacceptable(a)) is not None)
+    bad = Counter(f"{a.name} {r}" for a in client.answers if (r := unacceptable(a)) is not None)
     checks["errors_actionable"] = Check(
         not bad,
         "every other answer was 2xx"
@@ -581,6 +585,7 @@ async def run_fault(
         confirmed=len(client.booked),
         recovered_after_s=recovered,
         unacceptable=dict(bad),
+        samples=client.samples,
         checks=checks,
     )
 
@@ -697,6 +702,7 @@ def table(results: list[FaultResult]) -> str:
         for c, v in r.checks.items():
             if not v.ok:
                 lines.append(f"{r.fault} {c}: {v.detail}")
+        lines += [f"  e.g. {sample}" for sample in r.samples[:2]]
     return "\n".join(lines)
 
 

@@ -327,8 +327,9 @@ async def booked_cells_refused(client: Client, sample: list[Booked], lifted: flo
     try:
         while True:
             last = Counter()
-            for b in sample:
-                body = {"unit_id": b.unit, "start": b.day, "call_id": "faults-rebook"}
+            for i, b in enumerate(sample):
+                # A call of its own per cell: a per-call bound on holds must not answer for it.
+                body = {"unit_id": b.unit, "start": b.day, "call_id": f"faults-rebook-{i}"}
                 resp = await client.send(conn, "rebook", "POST", "/inventory/holds", body)
                 last[resp.status] += 1
                 if resp.status == 201:

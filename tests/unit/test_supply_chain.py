@@ -117,13 +117,13 @@ def test_the_venv_is_installed_from_the_constraints_and_again_when_they_change(
     assert "pip install --quiet -c constraints.txt -e" in plan
 
 
-def test_ci_runs_check_then_the_readme_test_command_then_the_audit() -> None:
+def test_ci_runs_check_then_the_readme_test_command() -> None:
     steps = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip().startswith("make ")
     ]
-    assert steps == ["make check", "make test", "make audit"]
+    assert steps == ["make check", "make test"]
 
 
 def test_every_pinned_version_satisfies_what_pyproject_asks_for() -> None:

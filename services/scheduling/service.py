@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -69,6 +69,8 @@ _SERVICE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _IDEMPOTENCY_PKEY = "idempotency_keys_pkey"
 # How long a request holding an idempotency key may take before a twin stops waiting for it.
 IDEMPOTENCY_LOCK_SECONDS = 30
+# Tries of a move that PostgreSQL aborts as a deadlock victim (as a confirm's insert has).
+DEADLOCK_RETRIES = 5
 
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
@@ -506,13 +508,8 @@ class SchedulingService:
         order = [current.resource_id, *(r for r in st.resource_ids if r != current.resource_id)]
         for resource_id in order:
             try:
-                await self.reservations.move_booking(
-                    current.booking_id,
-                    resource_id=resource_id,
-                    start=start,
-                    end=end,
-                    cell_seconds=self.cell_seconds,
-                    write_details=write_details,
+                await self._move_retrying_deadlocks(
+                    current.booking_id, resource_id, start, end, write_details, answer
                 )
             except Unavailable:
                 continue
@@ -522,8 +519,37 @@ class SchedulingService:
                 ):
                     return first
                 raise
-            return answer[0]
+            return answer[-1]
         raise await self._taken(st, start)
+
+    async def _move_retrying_deadlocks(
+        self,
+        booking_id: str,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        write_details: Callable[[asyncpg.Connection, Booking], Awaitable[None]],
+        answer: list[Appointment],
+    ) -> None:
+        """``move_booking``, run again when PostgreSQL aborts it as a deadlock victim (two
+        moves into overlapping times can each wait for the other's exclusion check), as a
+        confirm does: the move is gone, its hold released, and the next try sees the other's
+        row (a conflict) or none."""
+        for attempt in range(DEADLOCK_RETRIES):
+            answer.clear()
+            try:
+                await self.reservations.move_booking(
+                    booking_id,
+                    resource_id=resource_id,
+                    start=start,
+                    end=end,
+                    cell_seconds=self.cell_seconds,
+                    write_details=write_details,
+                )
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES - 1:
+                    raise  # a 503 (services.storage): the booking is where it was
 
     async def cancel_appointment(
         self, appointment_id: str, reason: str, idempotency_key: str | None = None

@@ -57,6 +57,15 @@ async def replay(
     return response
 
 
+_PKEY = "idempotency_keys_pkey"
+
+
+def is_twin(error: BaseException) -> bool:
+    """``error`` is the unique violation of a record that a concurrent request with the same
+    key wrote first; its answer (:func:`replay`) is the answer to this one."""
+    return isinstance(error, asyncpg.UniqueViolationError) and error.constraint_name == _PKEY
+
+
 _REMEMBER = (
     "INSERT INTO idempotency_keys (scope, key, request_hash, response) VALUES ($1, $2, $3, $4)"
 )

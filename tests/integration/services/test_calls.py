@@ -301,3 +301,37 @@ async def test_an_unreachable_database_is_a_dependency_error(fresh):
         await service.start_call({"flow": "rental"})
     with pytest.raises(DependencyUnavailable):
         await service.get_call("call-1")
+
+
+async def test_twins_of_one_key_racing_each_get_the_first_answer(fresh):
+    """Many first requests with one Idempotency-Key at once, to start, events and end: every
+    one answers with the first's answer (none fails on the key's record), and the write
+    happens once."""
+    service = _service(fresh)
+    twins = 16
+
+    starts = await asyncio.gather(
+        *(
+            service.start_call({"flow": "rental"}, idempotency_key="race-start")
+            for _ in range(twins)
+        )
+    )
+    assert len({c.call_id for c in starts}) == 1
+    call_id = starts[0].call_id
+
+    batch = [{"kind": "usage", "llm_prompt_tokens": 100}]
+    recorded = await asyncio.gather(
+        *(service.record_event(call_id, batch, idempotency_key="race-events") for _ in range(twins))
+    )
+    assert {r.model_dump_json() for r in recorded} == {recorded[0].model_dump_json()}
+    detail = await service.get_call(call_id)
+    assert detail.usage.llm_prompt_tokens == 100  # counted once
+
+    ends = await asyncio.gather(
+        *(
+            service.end_call(call_id, {"outcome": "abandoned"}, idempotency_key="race-end")
+            for _ in range(twins)
+        )
+    )
+    assert {e.cost.total_usd for e in ends} == {ends[0].cost.total_usd}
+    assert {e.call_id for e in ends} == {call_id}

@@ -24,6 +24,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from asyncpg.types import Range
 from pydantic import BaseModel
+from redis.asyncio.lock import Lock
+from redis.exceptions import RedisError
 
 from services import idempotency
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
@@ -408,7 +410,7 @@ class SchedulingService:
         try:
             yield
         finally:
-            await lock.release()
+            await _let_go(lock)
 
     async def _taken(self, st: ServiceTypeRow, start: datetime) -> Unavailable:
         """The refusal for a taken time, naming the nearest free times that day."""
@@ -801,6 +803,16 @@ class SchedulingService:
             status=row["status"],
             call_id=row["call_id"],
         )
+
+
+async def _let_go(lock: Lock) -> None:
+    """Release the twins' lock, whatever Redis says. By now the write committed (or failed
+    with its own error): a lock that lapsed, that Redis lost, or a Redis that is gone must not
+    turn that answer into a 503 a caller would book again on. The lock expires by itself."""
+    try:
+        await lock.release()
+    except RedisError:  # LockNotOwnedError, LockError and connection errors alike
+        log.warning("could not release an idempotency lock; it lapses on its own")
 
 
 def _check_vehicle(vehicle: VehicleIn) -> VehicleIn:

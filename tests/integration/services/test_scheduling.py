@@ -541,3 +541,33 @@ async def test_callbacks_land_inside_business_hours(fresh):
         await svc.schedule_callback(PHONE, "")
     with pytest.raises(InvalidInput):
         await svc.schedule_callback(PHONE, "Later", _at(_day(0) + timedelta(days=40), 10))
+
+
+# -- the twins' lock -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lost", ["expired", "deleted"])
+async def test_a_committed_booking_answers_though_its_twins_lock_was_lost(fresh, lost):
+    """The lock that orders twins of one key lapses (a write slower than its TTL) or Redis loses
+    it (a flush, a failover) before the write ends: the committed booking is still the answer,
+    not a 503 that a caller would book again on."""
+    svc = _service(fresh)
+    start = _at(_day(3), 11)
+    key = f"lock-{lost}"
+    request = BookRequest(phone=PHONE, service_type="oil_change", start=start)
+    lock_key = f"{fresh.prefix}:idem:scheduling.book:{key}"
+    # book_appointment's own steps, with the lock lost between the commit and the release.
+    async with svc.writing("scheduling.book", key):
+        wanted = svc.check_booking(request)
+        st, end = await svc.check_slot(request.service_type, wanted.start)
+        booked = await svc.book_slot(st, wanted, end, key)
+        assert await fresh.redis.exists(lock_key)
+        if lost == "expired":
+            await fresh.redis.pexpire(lock_key, 1)
+            await asyncio.sleep(0.01)  # past the 1 ms: Redis expires it on the next access
+            assert not await fresh.redis.exists(lock_key)
+        else:
+            await fresh.redis.delete(lock_key)
+    again = await svc.book_appointment(request, idempotency_key=key)
+    assert again.appointment_id == booked.appointment_id
+    assert await _count(fresh.pool, "confirmed") == 1

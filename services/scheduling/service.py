@@ -57,6 +57,7 @@ from services.scheduling.preferences import learn_preferences
 from services.scheduling.test_drives import TestDrives, run_to_end
 from services.scheduling.vehicles import VehicleHolds
 from services.settings import Settings
+from services.storage import STORE_UNAVAILABLE
 from services.validation import check_id, check_number, clean_text, parse_date, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -510,7 +511,7 @@ class SchedulingService:
         order = [current.resource_id, *(r for r in st.resource_ids if r != current.resource_id)]
         for resource_id in order:
             try:
-                await self._move_retrying_deadlocks(
+                moved = await self._move_retrying_deadlocks(
                     current.booking_id, resource_id, start, end, write_details, answer
                 )
             except Unavailable:
@@ -521,8 +522,22 @@ class SchedulingService:
                 ):
                     return first
                 raise
+            await self._free_if_cancelled_meanwhile(moved)
             return answer[-1]
         raise await self._taken(st, start)
+
+    async def _free_if_cancelled_meanwhile(self, moved: Booking) -> None:
+        """A cancel that committed after this move (so it cancelled the moved booking) may
+        have freed the new time's cells before the move marked them booked; the move, which
+        marks last, frees them again, or the time would stay taken in Redis until it ends."""
+        try:
+            status = await self.pool.fetchval(q.SELECT_BOOKING_STATUS, moved.booking_id)
+        except STORE_UNAVAILABLE:
+            # The move committed: its answer stands. PostgreSQL refuses overlaps regardless.
+            log.warning("could not check a moved booking for a concurrent cancel")
+            return
+        if status == "cancelled":
+            await self.reservations.free_booked_cells(moved, self.cell_seconds)
 
     async def _move_retrying_deadlocks(
         self,
@@ -532,7 +547,7 @@ class SchedulingService:
         end: datetime,
         write_details: Callable[[asyncpg.Connection, Booking], Awaitable[None]],
         answer: list[Appointment],
-    ) -> None:
+    ) -> Booking:
         """``move_booking``, run again when PostgreSQL aborts it as a deadlock victim (two
         moves into overlapping times can each wait for the other's exclusion check), as a
         confirm does: the move is gone, its hold released, and the next try sees the other's
@@ -540,7 +555,7 @@ class SchedulingService:
         for attempt in range(DEADLOCK_RETRIES):
             answer.clear()
             try:
-                await self.reservations.move_booking(
+                return await self.reservations.move_booking(
                     booking_id,
                     resource_id=resource_id,
                     start=start,
@@ -548,10 +563,10 @@ class SchedulingService:
                     cell_seconds=self.cell_seconds,
                     write_details=write_details,
                 )
-                return
             except asyncpg.DeadlockDetectedError:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise  # a 503 (services.storage): the booking is where it was
+        raise AssertionError("unreachable")
 
     async def cancel_appointment(
         self, appointment_id: str, reason: str, idempotency_key: str | None = None
@@ -602,11 +617,12 @@ class SchedulingService:
             async with self.pool.acquire() as conn, conn.transaction():
                 if first is not None:
                     await first(conn)
-                await self.reservations.cancel_booking(
+                booking = await self.reservations.cancel_booking(
                     uuid.UUID(current.booking_id),
                     reason=why,
                     cell_seconds=self.cell_seconds,
                     conn=conn,
+                    free_cells=False,  # after the commit, below
                 )
                 customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
                 await self._refresh_preferences(conn, customer_id)
@@ -627,6 +643,9 @@ class SchedulingService:
             ):
                 return replayed
             raise
+        # Only now: freed before the commit, a cancel that then failed would leave the booking
+        # confirmed in PostgreSQL and its time free in Redis.
+        await self.reservations.free_booked_cells(booking, self.cell_seconds)
         return cancelled
 
     async def get_appointment(self, appointment_id: str) -> Appointment:

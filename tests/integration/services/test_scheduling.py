@@ -12,6 +12,7 @@ import pytest
 
 from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
 from services.kv import create_redis
+from services.reservations import ReservationStore
 from services.scheduling import Appointment, BookRequest, SchedulingService, VehicleIn
 
 pytestmark = pytest.mark.integration
@@ -571,3 +572,71 @@ async def test_a_committed_booking_answers_though_its_twins_lock_was_lost(fresh,
     again = await svc.book_appointment(request, idempotency_key=key)
     assert again.appointment_id == booked.appointment_id
     assert await _count(fresh.pool, "confirmed") == 1
+
+
+# -- cancel against reschedule, and a cancel that fails -------------------------------------------
+
+
+class _CancelBetweenMoveAndMark(ReservationStore):
+    """A move whose cancel lands between its commit and its marking the new cells booked: the
+    order the race takes when the cancel's UPDATE waits for the move's row lock."""
+
+    committed: asyncio.Event
+    cancelled: asyncio.Event
+
+    async def _mark_moved(self, moved, cell_seconds, hold):
+        self.committed.set()
+        await self.cancelled.wait()
+        await super()._mark_moved(moved, cell_seconds, hold)
+
+
+async def _free_in_redis(svc: SchedulingService, resource_id: str, start, end) -> bool:
+    cells = svc.reservations.cells(start, end, svc.cell_seconds)
+    values = await svc.redis.mget(svc.reservations.cell_keys(resource_id, cells))
+    return not any(values)
+
+
+async def test_a_cancel_racing_a_reschedule_leaves_the_new_time_free(fresh):
+    settings = fresh.settings()
+    store = _CancelBetweenMoveAndMark.from_settings(
+        pool=fresh.pool, redis=fresh.redis, settings=settings
+    )
+    store.committed, store.cancelled = asyncio.Event(), asyncio.Event()
+    svc = SchedulingService(
+        pool=fresh.pool, redis=fresh.redis, settings=settings, reservations=store
+    )
+    day = _day(1)
+    appt = await _book(svc, "oil_change", _at(day, 9))
+
+    async def cancel_once_the_move_committed() -> Appointment:
+        await store.committed.wait()
+        try:
+            return await svc.cancel_appointment(appt.appointment_id, "Changed my mind")
+        finally:
+            store.cancelled.set()
+
+    moved, cancelled = await asyncio.gather(
+        svc.reschedule_appointment(appt.appointment_id, _at(day, 14)),
+        cancel_once_the_move_committed(),
+    )
+    assert cancelled.status == "cancelled" and cancelled.start == moved.start
+    # Neither the old time nor the new one stays taken in Redis by a cancelled booking.
+    assert await _free_in_redis(svc, moved.resource_id, moved.start, moved.end)
+    assert await _free_in_redis(svc, appt.resource_id, appt.start, appt.end)
+    again = await _book(svc, "oil_change", _at(day, 14), phone=_phone(5))
+    assert again.resource_id == moved.resource_id  # its own bay again: the time was free
+
+
+async def test_a_cancel_that_fails_in_its_transaction_keeps_the_time_booked(fresh):
+    svc = _service(fresh)
+    day = _day(2)
+    appt = await _book(svc, "oil_change", _at(day, 10))
+
+    async def refuse(conn: asyncpg.Connection) -> None:
+        raise Conflict("refused after the booking was cancelled in the transaction")
+
+    with pytest.raises(Conflict):
+        await svc.cancel_desk(appt, "no", None, None, also=refuse)
+    assert (await svc.get_appointment(appt.appointment_id)).status == "confirmed"
+    # Redis agrees with PostgreSQL: the time is still booked, not offered to another caller.
+    assert not await _free_in_redis(svc, appt.resource_id, appt.start, appt.end)

@@ -280,6 +280,8 @@ class CallsService:
         try:
             with _storage():
                 async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.start", key=key)
                     if key and (
                         first := await idempotency.replay(
                             conn, scope="calls.start", key=key, payload=payload
@@ -338,6 +340,8 @@ class CallsService:
         try:
             with _storage():
                 async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.events", key=key)
                     if key and (
                         first := await idempotency.replay(
                             conn, scope="calls.events", key=key, payload=payload
@@ -421,6 +425,8 @@ class CallsService:
         try:
             with _storage():
                 async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.end", key=key)
                     if key and (
                         first := await idempotency.replay(
                             conn, scope="calls.end", key=key, payload=payload

@@ -28,7 +28,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import RedisError
 
 from services import idempotency
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
+from services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
@@ -388,11 +388,12 @@ class SchedulingService:
 
     @asynccontextmanager
     async def _one_at_a_time(self, scope: str, key: str | None) -> AsyncIterator[None]:
-        """Requests repeating one idempotency key run one after another.
+        """One request per idempotency key at a time: a twin arriving while the first runs is
+        refused as in flight (409 with Retry-After), one arriving after it replays its answer.
 
         Without this a twin arriving while the first is still booking finds the time held by
-        its own original and refuses, instead of waiting for the first answer to replay it.
-        The PostgreSQL record stays the guarantee; this lock only orders the twins.
+        its own original and refuses it as taken. The PostgreSQL record stays the guarantee;
+        this lock only marks the first as running (it lapses by itself if its holder dies).
         """
         if key is None:
             yield
@@ -400,14 +401,14 @@ class SchedulingService:
         lock = self.redis.lock(
             f"{self.settings.redis_prefix}:idem:{scope}:{key}",
             timeout=IDEMPOTENCY_LOCK_SECONDS,
-            sleep=0.02,
-            blocking_timeout=IDEMPOTENCY_LOCK_SECONDS,
             raise_on_release_error=False,
         )
-        if not await lock.acquire():
-            raise DependencyUnavailable(
-                "That request is still being processed; try again in a moment."
-            )
+        if not await lock.acquire(blocking=False):
+            # Held by the first request (in flight) or by another replay of its answer.
+            if not await idempotency.answered(self.pool, scope=scope, key=key):
+                raise idempotency.in_flight(key)
+            yield  # the caller's replay answers; nothing is written
+            return
         try:
             yield
         finally:

@@ -10,7 +10,15 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from services.kv import create_redis
 from services.reservations import ReservationStore
 from services.scheduling import Appointment, BookRequest, SchedulingService, VehicleIn
@@ -45,6 +53,18 @@ async def _book(
     key = kw.pop("idempotency_key", None)
     req = BookRequest(phone=kw.pop("phone", PHONE), service_type=service_type, start=start, **kw)
     return await svc.book_appointment(req, idempotency_key=key)
+
+
+async def _twins(*requests):
+    """Race requests that share one idempotency key: the answers, each a twin that ran after
+    the first (or the first), and the twins refused as in flight while it ran (409 with
+    Retry-After, as the IETF draft has it). Nothing else may come back."""
+    results = await asyncio.gather(*requests, return_exceptions=True)
+    in_flight = [r for r in results if isinstance(r, IdempotencyKeyInFlight)]
+    answers = [r for r in results if not isinstance(r, IdempotencyKeyInFlight)]
+    assert not [r for r in answers if isinstance(r, BaseException)], results
+    assert answers and all(r.retry_after > 0 for r in in_flight)
+    return answers, in_flight
 
 
 async def _count(pool: asyncpg.Pool, table: str) -> int:
@@ -383,9 +403,10 @@ async def test_200_callers_race_for_overlapping_hours_and_nothing_overlaps(fresh
 async def test_20_retries_with_one_key_book_once(fresh):
     svc = _service(fresh)
     start = _at(_day(2), 15)
-    answers = await asyncio.gather(
+    answers, _ = await _twins(
         *(_book(svc, "oil_change", start, idempotency_key="book-race-1") for _ in range(20))
     )
+    answers.append(await _book(svc, "oil_change", start, idempotency_key="book-race-1"))
     assert len({a.appointment_id for a in answers}) == 1
     assert await _count(fresh.pool, "appointments") == 1
     assert await _count(fresh.pool, "confirmed") == 1
@@ -455,7 +476,7 @@ async def test_idempotent_book_reschedule_cancel_write_nothing_new(fresh):
     assert counts == [
         await _count(fresh.pool, t) for t in ("bookings", "appointments", "idempotency_keys")
     ]
-    with pytest.raises(Conflict, match="idempotency key"):
+    with pytest.raises(IdempotencyKeyReused, match="idempotency key"):
         await _book(svc, "oil_change", _at(monday, 11), idempotency_key="b-1")
 
     moved = await svc.reschedule_appointment(first.appointment_id, _at(monday, 15), "r-1")
@@ -478,12 +499,13 @@ async def test_concurrent_reschedules_with_one_key_move_once(fresh):
     svc = _service(fresh)
     tuesday = _day(1)
     appt = await _book(svc, "oil_change", _at(tuesday, 9))
-    answers = await asyncio.gather(
+    answers, _ = await _twins(
         *(
             svc.reschedule_appointment(appt.appointment_id, _at(tuesday, 15), "mv")
             for _ in range(10)
         )
     )
+    answers.append(await svc.reschedule_appointment(appt.appointment_id, _at(tuesday, 15), "mv"))
     assert len({(a.start, a.resource_id) for a in answers}) == 1
     assert await _count(fresh.pool, "confirmed") == 1
     assert await _overlaps(fresh.pool) == 0
@@ -640,3 +662,22 @@ async def test_a_cancel_that_fails_in_its_transaction_keeps_the_time_booked(fres
     assert (await svc.get_appointment(appt.appointment_id)).status == "confirmed"
     # Redis agrees with PostgreSQL: the time is still booked, not offered to another caller.
     assert not await _free_in_redis(svc, appt.resource_id, appt.start, appt.end)
+
+
+async def test_a_twin_arriving_while_the_first_runs_is_told_it_is_in_flight(fresh):
+    """As the IETF draft has it: 409 with Retry-After at once while the first request with
+    the key runs (here: its mark is held), the first answer once it ended, and 422 for the
+    key with another request."""
+    svc = _service(fresh)
+    start = _at(_day(3), 15)
+    mark = fresh.redis.lock(f"{fresh.prefix}:idem:scheduling.book:k-in-flight", timeout=30)
+    assert await mark.acquire(blocking=False)
+    with pytest.raises(IdempotencyKeyInFlight) as refused:
+        await _book(svc, "oil_change", start, idempotency_key="k-in-flight")
+    assert refused.value.retry_after > 0
+    assert await _count(fresh.pool, "appointments") == 0
+    await mark.release()
+    first = await _book(svc, "oil_change", start, idempotency_key='"k-in-flight"')  # quoted
+    assert await _book(svc, "oil_change", start, idempotency_key="k-in-flight") == first
+    with pytest.raises(IdempotencyKeyReused):
+        await _book(svc, "oil_change", start + timedelta(hours=1), idempotency_key="k-in-flight")

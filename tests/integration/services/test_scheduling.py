@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -681,3 +682,46 @@ async def test_a_twin_arriving_while_the_first_runs_is_told_it_is_in_flight(fres
     assert await _book(svc, "oil_change", start, idempotency_key="k-in-flight") == first
     with pytest.raises(IdempotencyKeyReused):
         await _book(svc, "oil_change", start + timedelta(hours=1), idempotency_key="k-in-flight")
+
+
+async def test_a_reschedule_that_postgres_aborts_as_a_deadlock_victim_is_run_again(fresh):
+    """Two moves into one time of one bay that Redis no longer guards, each waiting for the
+    other (one for the other's exclusion check, the other for a row the first holds):
+    PostgreSQL aborts one as a deadlock victim. The reschedule runs again, as a confirm
+    does, and lands on another bay instead of failing with a 500 or a 503."""
+    svc = _service(fresh)
+    day = _day(2)
+    a = await _book(svc, "oil_change", _at(day, 9))
+    b = await _book(svc, "oil_change", _at(day, 11), phone=_phone(7))
+    assert a.resource_id == b.resource_id  # the first free bay, both times
+    target = _at(day, 14)
+    st, end = await svc.check_slot("oil_change", target)
+
+    a_moved = asyncio.Event()
+
+    async def wait_for_b_then_take_its_row(conn: asyncpg.Connection) -> None:
+        # a's UPDATE is done (uncommitted). Redis loses a's hold on the new time (a flush), so
+        # only PostgreSQL stands between b's move and it. Until b's move waits on a's new
+        # range, then wait on b's row: a cycle.
+        await fresh.flush_redis()
+        a_moved.set()
+        for _ in range(600):  # a bound to fail on, not a measure
+            if await fresh.pool.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+            ):
+                break
+            await asyncio.sleep(0.02)
+        await conn.execute(
+            "SELECT 1 FROM bookings WHERE booking_id = $1 FOR UPDATE", uuid.UUID(b.booking_id)
+        )
+
+    move_a = asyncio.ensure_future(
+        svc.move_desk(a, st, target, end, None, {}, also=wait_for_b_then_take_its_row)
+    )
+    await a_moved.wait()  # a's UPDATE first, so b's waits on it
+    moved_b = await svc.reschedule_appointment(b.appointment_id, target)
+    moved_a = await move_a
+    assert moved_a.start == moved_b.start == target
+    assert moved_a.resource_id != moved_b.resource_id
+    assert await _overlaps(fresh.pool) == 0

@@ -358,7 +358,12 @@ class MeshClient:
             if response.is_success:
                 return response
             error = error_from_response(response)
-            if not (isinstance(error, MeshUnavailable) and response.status_code >= 500):
+            # The first request with this key (one that timed out here) is still running on
+            # the mesh: asked again, the mesh gives its answer once it ended.
+            in_flight = error.code == "idempotency_key_in_flight"
+            if not (
+                in_flight or (isinstance(error, MeshUnavailable) and response.status_code >= 500)
+            ):
                 break
         raise error
 

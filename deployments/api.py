@@ -67,7 +67,10 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        description="Repeat a write with the same key to get the first answer back.",
-        max_length=128,
+        description=(
+            "Repeat a write with the same key to get the first answer back; 1 to 128 letters, "
+            'digits, dots, dashes, colons or underscores, bare or quoted ("abc").'
+        ),
+        max_length=130,  # 128 and a pair of quotes
     ),
 ]

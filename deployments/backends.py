@@ -82,7 +82,10 @@ class Backends:
         if settings.database_url is None or settings.redis_url is None:
             raise ValueError("resolve_storage(settings) before opening backends in a replica")
         pool = await create_pool(
-            settings.database_url, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
+            settings.database_url,
+            min_size=settings.pg_pool_min,
+            max_size=settings.pg_pool_max,
+            acquire_timeout=settings.pg_acquire_timeout_seconds,
         )
         return cls(settings=settings, pool=pool, redis=create_redis(settings.redis_url))
 

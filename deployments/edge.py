@@ -88,8 +88,11 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = status_for(exc)
     headers = None
+    # Any refusal that says when to try again (a store down, a twin still in flight) says it.
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers = {"Retry-After": str(retry_after)}
     if isinstance(exc, DependencyUnavailable):
-        headers = {"Retry-After": str(exc.retry_after)}
         log.warning("dependency unavailable", extra={"code": exc.code, "path": request.url.path})
     return error_response(status, exc.code, exc.message, exc.details or None, headers)
 

@@ -12,15 +12,23 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-# What asyncpg raises when PostgreSQL cannot be reached or stops answering: services turn these
-# into DependencyUnavailable (503 with Retry-After at the edge), never a crash.
+# What asyncpg raises when PostgreSQL cannot be reached, stops answering or cannot take this
+# request right now. ``services.storage`` turns these (and Redis's) into DependencyUnavailable
+# (503 with Retry-After at the edge): the caller's request was fine, a retry can succeed.
 PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
-    TimeoutError,
+    TimeoutError,  # includes a pool acquire or a command that outlived its timeout
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    # 57xxx: query_canceled (statement timeout, pg_cancel_backend), admin_shutdown
+    # (pg_terminate_backend), crash_shutdown, cannot_connect_now (starting up).
+    asyncpg.exceptions.OperatorInterventionError,
+    # 53xxx: too_many_connections, out_of_memory, disk_full.
+    asyncpg.exceptions.InsufficientResourcesError,
 )
+# 40xxx: deadlock_detected, serialization_failure. The transaction is gone and running it again
+# is the cure; writes that can retry do (confirms, reschedules), and what is left is a 503.
+PG_RETRYABLE: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError,)
 
 # Any 64-bit constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x63616C6C6D657368  # "callmesh"
@@ -42,18 +50,44 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     migration runner unlocks its advisory lock itself), so there is nothing to reset."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """An asyncpg pool whose every acquire (``pool.fetch`` and friends included) waits at most
+    ``acquire_timeout`` seconds for a connection, then raises TimeoutError: a stalled or
+    saturated PostgreSQL answers 503 in seconds instead of holding requests past the proxy's
+    request timeout (30 s, serve_config.yaml)."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, acquire_timeout: float = 5.0
+) -> asyncpg.Pool:
+    # asyncpg.create_pool with its own defaults, building the bounded pool instead.
+    pool = BoundedPool(
         dsn,
+        acquire_timeout=acquire_timeout,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
         init=_init_connection,
         reset=_keep_session,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         # Every timestamp crosses the wire as UTC; the business zone is applied in Python.
         server_settings={"timezone": "UTC", "application_name": "callmesh"},
         command_timeout=10,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

@@ -28,6 +28,12 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """An idempotency key sent again with a different request (the IETF draft's 422)."""
+
+    code = "idempotency_key_reused"
+
+
 class NotFound(DomainError):
     code = "not_found"
 
@@ -50,6 +56,17 @@ class VerificationRequired(Conflict):
 
 class NegotiationRefused(Conflict):
     code = "negotiation_refused"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    """The first request with this idempotency key is still running (the IETF draft's 409);
+    retrying after ``retry_after`` seconds gets its answer."""
+
+    code = "idempotency_key_in_flight"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class HoldExpired(DomainError):

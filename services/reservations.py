@@ -602,8 +602,12 @@ class ReservationStore:
         reason: str,
         cell_seconds: int,
         conn: asyncpg.Connection | None = None,
+        free_cells: bool = True,
     ) -> Booking:
-        """Mark a booking cancelled (never deleted) and free its cells. Idempotent."""
+        """Mark a booking cancelled (never deleted) and free its cells. Idempotent. Inside a
+        caller's transaction (``conn``), pass ``free_cells=False`` and call
+        :meth:`free_booked_cells` after it commits: cells freed before the commit would be
+        free in Redis while a rolled-back cancel leaves the booking confirmed."""
         bid = _parse_uuid(booking_id, "booking")
         sql = f"""UPDATE bookings
                      SET status = 'cancelled', cancelled_at = now(), cancel_reason = $2,
@@ -618,7 +622,8 @@ class ReservationStore:
             booking = await self.get_booking(bid)  # NotFound, or already cancelled
             return booking
         booking = Booking.from_row(row)
-        await self.free_booked_cells(booking, cell_seconds)
+        if free_cells:
+            await self.free_booked_cells(booking, cell_seconds)
         return booking
 
     async def free_booked_cells(self, booking: Booking, cell_seconds: int) -> None:

@@ -66,7 +66,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".callmesh")
     redis_prefix: str = Field("cm", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     pg_pool_min: int = Field(2, ge=1)
-    pg_pool_max: int = Field(10, ge=1)
+    # Per replica. Every replica of serve_config.yaml at its max_replicas (11) x 7 = 77
+    # connections, inside PostgreSQL's default max_connections (100) less 3 reserved for
+    # superusers and 20 for migrations, the embedded tools and operators; a unit test
+    # (tests/unit/test_pool_budget.py) keeps serve_config.yaml inside that budget.
+    pg_pool_max: int = Field(7, ge=1)
+    # How long a request waits for a pooled connection before it answers 503: well inside the
+    # proxy's 30 s request timeout, so a stalled PostgreSQL sheds instead of piling up.
+    pg_acquire_timeout_seconds: float = Field(5.0, gt=0, le=25)
 
     # Holds and negotiation.
     hold_ttl_seconds: int = Field(300, ge=5, le=3600)

@@ -181,7 +181,9 @@ async def _drop_database(name: str) -> None:
 
 
 async def _open(kind: str, dsn: str, redis_url: str) -> Stores:
-    pool = await create_pool(dsn, min_size=2, max_size=20)
+    # Races of hundreds of callers share these 20 connections on a busy machine; the bounded
+    # acquire (5 s in production) is tested on pools of its own (test_store_down.py).
+    pool = await create_pool(dsn, min_size=2, max_size=20, acquire_timeout=60)
     await migrate(pool)
     prefix = f"t{secrets.token_hex(4)}"
     stores = Stores(kind, dsn, redis_url, prefix, pool, create_redis(redis_url))

@@ -37,9 +37,9 @@ from services.analytics.models import (
 )
 from services.calls.events import one_of
 from services.calls.vocabulary import FLOWS
-from services.db import PG_UNAVAILABLE
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound
 from services.settings import Settings
+from services.storage import store_errors
 from services.validation import check_id, parse_date
 
 MAX_WINDOW_DAYS = 366
@@ -135,12 +135,8 @@ _Slice = tuple[date | None, str | None]  # (day, flow); None means "all"
 
 @contextmanager
 def _storage() -> Iterator[None]:
-    try:
+    with store_errors("Analytics cannot be reached for a moment; please try again shortly."):
         yield
-    except PG_UNAVAILABLE as e:
-        raise DependencyUnavailable(
-            "Analytics cannot be reached for a moment; please try again shortly."
-        ) from e
 
 
 async def count_ended_calls(

@@ -44,9 +44,9 @@ from services.calls.models import (
     UsageEvent,
 )
 from services.calls.summary import Summarizer, build_summary, describe
-from services.db import PG_UNAVAILABLE
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound
 from services.settings import Settings
+from services.storage import store_errors
 from services.validation import check_id, clean_text
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"""
 
 @contextmanager
 def _storage() -> Iterator[None]:
-    """PostgreSQL out of reach becomes a retryable DependencyUnavailable, never a 500."""
-    try:
+    """A store out of reach becomes a retryable DependencyUnavailable, never a 500."""
+    with store_errors("Call records cannot be reached for a moment; please try again shortly."):
         yield
-    except PG_UNAVAILABLE as e:
-        raise DependencyUnavailable(
-            "Call records cannot be reached for a moment; please try again shortly."
-        ) from e
 
 
 def _call(row: asyncpg.Record) -> Call:
@@ -246,6 +242,16 @@ class CallsService:
         self.summarizer = summarizer
         self.summarizer_timeout_seconds = summarizer_timeout_seconds
 
+    async def _twin_answer(
+        self, error: asyncpg.UniqueViolationError, *, scope: str, key: str | None, payload: Any
+    ) -> dict[str, Any] | None:
+        """The first answer when ``error`` is a concurrent twin's idempotency record; None
+        for any other unique violation."""
+        if key is None or not idempotency.is_twin(error):
+            return None
+        with _storage():
+            return await idempotency.replay(self.pool, scope=scope, key=key, payload=payload)
+
     # -- start ------------------------------------------------------------------------------
 
     async def start_call(
@@ -271,33 +277,44 @@ class CallsService:
             earliest=now - timedelta(days=v.MAX_START_AGE_DAYS),
         )
         payload = {"op": "start", **request.model_dump(mode="json")}
-        with _storage():
-            async with self.pool.acquire() as conn, conn.transaction():
-                if key and (
-                    first := await idempotency.replay(
-                        conn, scope="calls.start", key=key, payload=payload
-                    )
-                ):
-                    return Call.model_validate(first)
-                row = await conn.fetchrow(_INSERT_CALL, call_id, flow, channel, phone, started_at)
-                if row is None:
-                    row = await conn.fetchrow(_SELECT_CALL, call_id)
-                    assert row is not None  # rows are never deleted while a call is live
-                    if row["flow"] != flow:
-                        raise Conflict(
-                            f"That call id is already in use for a {row['flow']} call.",
-                            call_id=call_id,
+        try:
+            with _storage():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.start", key=key)
+                    if key and (
+                        first := await idempotency.replay(
+                            conn, scope="calls.start", key=key, payload=payload
                         )
-                call = _call(row)
-                if key:
-                    await idempotency.remember(
-                        conn,
-                        scope="calls.start",
-                        key=key,
-                        payload=payload,
-                        response=call.model_dump(mode="json"),
+                    ):
+                        return Call.model_validate(first)
+                    row = await conn.fetchrow(
+                        _INSERT_CALL, call_id, flow, channel, phone, started_at
                     )
-                return call
+                    if row is None:
+                        row = await conn.fetchrow(_SELECT_CALL, call_id)
+                        assert row is not None  # rows are never deleted while a call is live
+                        if row["flow"] != flow:
+                            raise Conflict(
+                                f"That call id is already in use for a {row['flow']} call.",
+                                call_id=call_id,
+                            )
+                    call = _call(row)
+                    if key:
+                        await idempotency.remember(
+                            conn,
+                            scope="calls.start",
+                            key=key,
+                            payload=payload,
+                            response=call.model_dump(mode="json"),
+                        )
+                    return call
+        except asyncpg.UniqueViolationError as error:
+            # A twin with the same key committed first: its answer is this one's.
+            first = await self._twin_answer(error, scope="calls.start", key=key, payload=payload)
+            if first is None:
+                raise
+            return Call.model_validate(first)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -320,42 +337,53 @@ class CallsService:
             "call_id": call_id,
             "events": [e.model_dump(mode="json") for e in parsed],
         }
-        with _storage():
-            async with self.pool.acquire() as conn, conn.transaction():
-                if key and (
-                    first := await idempotency.replay(
-                        conn, scope="calls.events", key=key, payload=payload
+        try:
+            with _storage():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.events", key=key)
+                    if key and (
+                        first := await idempotency.replay(
+                            conn, scope="calls.events", key=key, payload=payload
+                        )
+                    ):
+                        return EventsRecorded.model_validate(first)
+                    row = await self._locked_open_call(conn, call_id)
+                    now = datetime.now(UTC)
+                    checked = [
+                        check_event(e, tz=self.settings.tz, now=now, started_at=row["started_at"])
+                        for e in parsed
+                    ]
+                    await insert_events(conn, call_id=call_id, events=checked)
+                    usage_events = [e for e in checked if isinstance(e, UsageEvent)]
+                    if usage_events:
+                        row = await conn.fetchrow(
+                            _ADD_USAGE,
+                            call_id,
+                            sum(e.stt_audio_seconds for e in usage_events),
+                            sum(e.llm_prompt_tokens for e in usage_events),
+                            sum(e.llm_cached_tokens for e in usage_events),
+                            sum(e.llm_completion_tokens for e in usage_events),
+                            sum(e.tts_characters for e in usage_events),
+                        )
+                    answer = EventsRecorded(
+                        call_id=call_id, recorded=len(checked), usage=_usage(row)
                     )
-                ):
-                    return EventsRecorded.model_validate(first)
-                row = await self._locked_open_call(conn, call_id)
-                now = datetime.now(UTC)
-                checked = [
-                    check_event(e, tz=self.settings.tz, now=now, started_at=row["started_at"])
-                    for e in parsed
-                ]
-                await insert_events(conn, call_id=call_id, events=checked)
-                usage_events = [e for e in checked if isinstance(e, UsageEvent)]
-                if usage_events:
-                    row = await conn.fetchrow(
-                        _ADD_USAGE,
-                        call_id,
-                        sum(e.stt_audio_seconds for e in usage_events),
-                        sum(e.llm_prompt_tokens for e in usage_events),
-                        sum(e.llm_cached_tokens for e in usage_events),
-                        sum(e.llm_completion_tokens for e in usage_events),
-                        sum(e.tts_characters for e in usage_events),
-                    )
-                answer = EventsRecorded(call_id=call_id, recorded=len(checked), usage=_usage(row))
-                if key:
-                    await idempotency.remember(
-                        conn,
-                        scope="calls.events",
-                        key=key,
-                        payload=payload,
-                        response=answer.model_dump(mode="json"),
-                    )
-                return answer
+                    if key:
+                        await idempotency.remember(
+                            conn,
+                            scope="calls.events",
+                            key=key,
+                            payload=payload,
+                            response=answer.model_dump(mode="json"),
+                        )
+                    return answer
+        except asyncpg.UniqueViolationError as error:
+            # A twin with the same key committed first: its answer is this one's.
+            first = await self._twin_answer(error, scope="calls.events", key=key, payload=payload)
+            if first is None:
+                raise
+            return EventsRecorded.model_validate(first)
 
     async def _locked_open_call(self, conn: asyncpg.Connection, call_id: str) -> asyncpg.Record:
         row = await conn.fetchrow(_LOCK_CALL, call_id)
@@ -394,47 +422,56 @@ class CallsService:
             if detail.result is None:
                 written = await self._summarize(detail, outcome=outcome, ended_at=request.ended_at)
 
-        with _storage():
-            async with self.pool.acquire() as conn, conn.transaction():
-                if key and (
-                    first := await idempotency.replay(
-                        conn, scope="calls.end", key=key, payload=payload
-                    )
-                ):
-                    return CallSummary.model_validate({**first, "replayed": True})
-                row = await conn.fetchrow(_LOCK_CALL, call_id)
-                if row is None:
-                    raise NotFound("There is no call with that id.", call_id=call_id)
-                if row["result"] is not None:
-                    answer = CallSummary.model_validate({**row["result"], "replayed": True})
-                else:
-                    events = [_event(r) for r in await conn.fetch(_SELECT_EVENTS, call_id)]
-                    answer = self._summary(
-                        row,
-                        events,
-                        outcome=outcome,
-                        ended_at=request.ended_at,
-                        agent_summary=agent_summary,
-                        written=written,
-                    )
-                    await conn.execute(
-                        _END_CALL,
-                        call_id,
-                        answer.ended_at,
-                        answer.outcome,
-                        answer.booked,
-                        answer.cost.total_usd,
-                        answer.model_dump(mode="json"),
-                    )
-                if key:
-                    await idempotency.remember(
-                        conn,
-                        scope="calls.end",
-                        key=key,
-                        payload=payload,
-                        response=answer.model_dump(mode="json"),
-                    )
-                return answer
+        try:
+            with _storage():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    if key:
+                        await idempotency.claim(conn, scope="calls.end", key=key)
+                    if key and (
+                        first := await idempotency.replay(
+                            conn, scope="calls.end", key=key, payload=payload
+                        )
+                    ):
+                        return CallSummary.model_validate({**first, "replayed": True})
+                    row = await conn.fetchrow(_LOCK_CALL, call_id)
+                    if row is None:
+                        raise NotFound("There is no call with that id.", call_id=call_id)
+                    if row["result"] is not None:
+                        answer = CallSummary.model_validate({**row["result"], "replayed": True})
+                    else:
+                        events = [_event(r) for r in await conn.fetch(_SELECT_EVENTS, call_id)]
+                        answer = self._summary(
+                            row,
+                            events,
+                            outcome=outcome,
+                            ended_at=request.ended_at,
+                            agent_summary=agent_summary,
+                            written=written,
+                        )
+                        await conn.execute(
+                            _END_CALL,
+                            call_id,
+                            answer.ended_at,
+                            answer.outcome,
+                            answer.booked,
+                            answer.cost.total_usd,
+                            answer.model_dump(mode="json"),
+                        )
+                    if key:
+                        await idempotency.remember(
+                            conn,
+                            scope="calls.end",
+                            key=key,
+                            payload=payload,
+                            response=answer.model_dump(mode="json"),
+                        )
+                    return answer
+        except asyncpg.UniqueViolationError as error:
+            # A twin with the same key committed first: its answer is this one's.
+            first = await self._twin_answer(error, scope="calls.end", key=key, payload=payload)
+            if first is None:
+                raise
+            return CallSummary.model_validate({**first, "replayed": True})
 
     def _summary(
         self,

@@ -55,13 +55,13 @@ from services.inventory.requirements import (
 from services.kv import LuaScript
 from services.reservations import (
     DAY,
-    PG_UNAVAILABLE,
     RESOURCE_ID,
     Booking,
     Hold,
     ReservationStore,
 )
 from services.settings import Settings
+from services.storage import STORE_UNAVAILABLE
 from services.validation import check_id, check_number, clean_text, parse_date, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,9 @@ _STATUSES: tuple[UnitStatus, ...] = ("AVAILABLE", "RENTED", "MAINTENANCE")
 
 _negotiate = LuaScript("negotiate")
 
-# PostgreSQL failures that mean "try again shortly", not "your request was wrong".
-_PG_DOWN: tuple[type[BaseException], ...] = (
-    *PG_UNAVAILABLE,
-    asyncpg.QueryCanceledError,
-    asyncpg.TooManyConnectionsError,
-)
+# Store failures that mean "try again shortly", not "your request was wrong": the one
+# definition every service uses (services.storage).
+_PG_DOWN = STORE_UNAVAILABLE
 
 
 class UnitInMaintenance(Unavailable):

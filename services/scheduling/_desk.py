@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
 
-from services.db import PG_UNAVAILABLE
-from services.errors import DependencyUnavailable
 from services.scheduling.models import Appointment, ServiceType, VehicleIn
+from services.storage import store_errors
 
 # Called inside the appointment's transaction (a test drive records its saga step there).
 AlsoWrite = Callable[[asyncpg.Connection, Appointment], Awaitable[None]]
@@ -99,10 +97,7 @@ class Wanted:
 
 @contextmanager
 def storage_errors() -> Iterator[None]:
-    """Map an unreachable PostgreSQL or Redis to DependencyUnavailable; nothing else changes."""
-    try:
+    """A store that cannot serve the request becomes DependencyUnavailable
+    (``services.storage``); nothing else changes."""
+    with store_errors("Scheduling is unavailable for a moment; try again."):
         yield
-    except PG_UNAVAILABLE as e:
-        raise DependencyUnavailable("Scheduling is unavailable for a moment; try again.") from e
-    except RedisError as e:
-        raise DependencyUnavailable("Scheduling is unavailable for a moment; try again.") from e

@@ -173,3 +173,5 @@ SELECT b.key
    AND NOT EXISTS (SELECT 1 FROM idempotency_keys s WHERE s.scope = $2 AND s.key = b.key)
  ORDER BY b.created_at
  LIMIT $4"""
+
+SELECT_BOOKING_STATUS = "SELECT status FROM bookings WHERE booking_id = $1"

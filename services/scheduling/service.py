@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -24,9 +24,11 @@ import asyncpg
 import redis.asyncio as aioredis
 from asyncpg.types import Range
 from pydantic import BaseModel
+from redis.asyncio.lock import Lock
+from redis.exceptions import RedisError
 
 from services import idempotency
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
+from services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
 from services.scheduling import _queries as q
@@ -55,6 +57,7 @@ from services.scheduling.preferences import learn_preferences
 from services.scheduling.test_drives import TestDrives, run_to_end
 from services.scheduling.vehicles import VehicleHolds
 from services.settings import Settings
+from services.storage import STORE_UNAVAILABLE
 from services.validation import check_id, check_number, clean_text, parse_date, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ _SERVICE_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _IDEMPOTENCY_PKEY = "idempotency_keys_pkey"
 # How long a request holding an idempotency key may take before a twin stops waiting for it.
 IDEMPOTENCY_LOCK_SECONDS = 30
+# Tries of a move that PostgreSQL aborts as a deadlock victim (as a confirm's insert has).
+DEADLOCK_RETRIES = 5
 
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
@@ -383,11 +388,12 @@ class SchedulingService:
 
     @asynccontextmanager
     async def _one_at_a_time(self, scope: str, key: str | None) -> AsyncIterator[None]:
-        """Requests repeating one idempotency key run one after another.
+        """One request per idempotency key at a time: a twin arriving while the first runs is
+        refused as in flight (409 with Retry-After), one arriving after it replays its answer.
 
         Without this a twin arriving while the first is still booking finds the time held by
-        its own original and refuses, instead of waiting for the first answer to replay it.
-        The PostgreSQL record stays the guarantee; this lock only orders the twins.
+        its own original and refuses it as taken. The PostgreSQL record stays the guarantee;
+        this lock only marks the first as running (it lapses by itself if its holder dies).
         """
         if key is None:
             yield
@@ -395,18 +401,18 @@ class SchedulingService:
         lock = self.redis.lock(
             f"{self.settings.redis_prefix}:idem:{scope}:{key}",
             timeout=IDEMPOTENCY_LOCK_SECONDS,
-            sleep=0.02,
-            blocking_timeout=IDEMPOTENCY_LOCK_SECONDS,
             raise_on_release_error=False,
         )
-        if not await lock.acquire():
-            raise DependencyUnavailable(
-                "That request is still being processed; try again in a moment."
-            )
+        if not await lock.acquire(blocking=False):
+            # Held by the first request (in flight) or by another replay of its answer.
+            if not await idempotency.answered(self.pool, scope=scope, key=key):
+                raise idempotency.in_flight(key)
+            yield  # the caller's replay answers; nothing is written
+            return
         try:
             yield
         finally:
-            await lock.release()
+            await _let_go(lock)
 
     async def _taken(self, st: ServiceTypeRow, start: datetime) -> Unavailable:
         """The refusal for a taken time, naming the nearest free times that day."""
@@ -506,13 +512,8 @@ class SchedulingService:
         order = [current.resource_id, *(r for r in st.resource_ids if r != current.resource_id)]
         for resource_id in order:
             try:
-                await self.reservations.move_booking(
-                    current.booking_id,
-                    resource_id=resource_id,
-                    start=start,
-                    end=end,
-                    cell_seconds=self.cell_seconds,
-                    write_details=write_details,
+                moved = await self._move_retrying_deadlocks(
+                    current.booking_id, resource_id, start, end, write_details, answer
                 )
             except Unavailable:
                 continue
@@ -522,8 +523,51 @@ class SchedulingService:
                 ):
                     return first
                 raise
-            return answer[0]
+            await self._free_if_cancelled_meanwhile(moved)
+            return answer[-1]
         raise await self._taken(st, start)
+
+    async def _free_if_cancelled_meanwhile(self, moved: Booking) -> None:
+        """A cancel that committed after this move (so it cancelled the moved booking) may
+        have freed the new time's cells before the move marked them booked; the move, which
+        marks last, frees them again, or the time would stay taken in Redis until it ends."""
+        try:
+            status = await self.pool.fetchval(q.SELECT_BOOKING_STATUS, moved.booking_id)
+        except STORE_UNAVAILABLE:
+            # The move committed: its answer stands. PostgreSQL refuses overlaps regardless.
+            log.warning("could not check a moved booking for a concurrent cancel")
+            return
+        if status == "cancelled":
+            await self.reservations.free_booked_cells(moved, self.cell_seconds)
+
+    async def _move_retrying_deadlocks(
+        self,
+        booking_id: str,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        write_details: Callable[[asyncpg.Connection, Booking], Awaitable[None]],
+        answer: list[Appointment],
+    ) -> Booking:
+        """``move_booking``, run again when PostgreSQL aborts it as a deadlock victim (two
+        moves into overlapping times can each wait for the other's exclusion check), as a
+        confirm does: the move is gone, its hold released, and the next try sees the other's
+        row (a conflict) or none."""
+        for attempt in range(DEADLOCK_RETRIES):
+            answer.clear()
+            try:
+                return await self.reservations.move_booking(
+                    booking_id,
+                    resource_id=resource_id,
+                    start=start,
+                    end=end,
+                    cell_seconds=self.cell_seconds,
+                    write_details=write_details,
+                )
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES - 1:
+                    raise  # a 503 (services.storage): the booking is where it was
+        raise AssertionError("unreachable")
 
     async def cancel_appointment(
         self, appointment_id: str, reason: str, idempotency_key: str | None = None
@@ -574,11 +618,12 @@ class SchedulingService:
             async with self.pool.acquire() as conn, conn.transaction():
                 if first is not None:
                     await first(conn)
-                await self.reservations.cancel_booking(
+                booking = await self.reservations.cancel_booking(
                     uuid.UUID(current.booking_id),
                     reason=why,
                     cell_seconds=self.cell_seconds,
                     conn=conn,
+                    free_cells=False,  # after the commit, below
                 )
                 customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
                 await self._refresh_preferences(conn, customer_id)
@@ -599,6 +644,9 @@ class SchedulingService:
             ):
                 return replayed
             raise
+        # Only now: freed before the commit, a cancel that then failed would leave the booking
+        # confirmed in PostgreSQL and its time free in Redis.
+        await self.reservations.free_booked_cells(booking, self.cell_seconds)
         return cancelled
 
     async def get_appointment(self, appointment_id: str) -> Appointment:
@@ -775,6 +823,16 @@ class SchedulingService:
             status=row["status"],
             call_id=row["call_id"],
         )
+
+
+async def _let_go(lock: Lock) -> None:
+    """Release the twins' lock, whatever Redis says. By now the write committed (or failed
+    with its own error): a lock that lapsed, that Redis lost, or a Redis that is gone must not
+    turn that answer into a 503 a caller would book again on. The lock expires by itself."""
+    try:
+        await lock.release()
+    except RedisError:  # LockNotOwnedError, LockError and connection errors alike
+        log.warning("could not release an idempotency lock; it lapses on its own")
 
 
 def _check_vehicle(vehicle: VehicleIn) -> VehicleIn:

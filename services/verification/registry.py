@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from services.db import PG_UNAVAILABLE
 from services.errors import DependencyUnavailable, InvalidInput
+from services.storage import STORE_UNAVAILABLE
 from services.verification.models import WEIGHT_CLASSES, Finding, WeightClass
 
 _LICENCE_BY_NUMBER = """
@@ -158,11 +158,11 @@ class RegistryProvider:
     async def _fetch(self, sql: str, *args: object) -> asyncpg.Record | None:
         try:
             return await self.pool.fetchrow(sql, *args)
-        except PG_UNAVAILABLE as e:
+        except STORE_UNAVAILABLE as e:
             raise DependencyUnavailable("The registry can't be reached right now.") from e
 
     async def _fetch_all(self, sql: str, *args: object) -> list[asyncpg.Record]:
         try:
             return list(await self.pool.fetch(sql, *args))
-        except PG_UNAVAILABLE as e:
+        except STORE_UNAVAILABLE as e:
             raise DependencyUnavailable("The registry can't be reached right now.") from e

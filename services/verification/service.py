@@ -22,9 +22,9 @@ from typing import Any
 import asyncpg
 
 from services import normalize
-from services.db import PG_UNAVAILABLE
 from services.errors import DependencyUnavailable, InvalidInput
 from services.settings import Settings
+from services.storage import STORE_UNAVAILABLE
 from services.validation import check_id
 from services.verification import inputs
 from services.verification.messages import certification_words, message
@@ -153,7 +153,7 @@ class VerificationService:
         call = check_id(call_id, field="call_id")
         try:
             rows = await self.pool.fetch(_VERIFICATIONS_FOR_CALL, call, MAX_LISTED)
-        except PG_UNAVAILABLE as e:
+        except STORE_UNAVAILABLE as e:
             raise DependencyUnavailable("Verifications can't be read right now.") from e
         return [_result(row) for row in rows]
 
@@ -178,7 +178,7 @@ class VerificationService:
             call = check_id(call_id, field="call_id")
             try:
                 row = await self.pool.fetchrow(_VERIFIED_COVERAGE_FOR_CALL, call, cert)
-            except PG_UNAVAILABLE as e:
+            except STORE_UNAVAILABLE as e:
                 raise DependencyUnavailable("Verifications can't be read right now.") from e
             certified, coverage = row["certified"], row["coverage"]
         missing: list[str] = []
@@ -270,7 +270,7 @@ class VerificationService:
                 coverage_amount,
                 self.provider.name,
             )
-        except PG_UNAVAILABLE as e:
+        except STORE_UNAVAILABLE as e:
             # An answer that is not on record would not count at confirm; do not give it.
             raise DependencyUnavailable(
                 "Verification results can't be saved right now; please try again in a moment."

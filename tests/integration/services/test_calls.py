@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from services import idempotency
 from services.calls import (
     CallAlreadyEnded,
     CallDetail,
@@ -17,7 +18,14 @@ from services.calls import (
     StartCall,
 )
 from services.db import create_pool
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+)
 from services.settings import Pricing
 
 pytestmark = pytest.mark.integration
@@ -62,7 +70,7 @@ async def test_start_is_idempotent_by_call_id_and_by_key(fresh):
     assert replay == made_up and made_up.call_id.startswith("call-")
     other = await service.start_call({"flow": "intake"})
     assert other.call_id != made_up.call_id
-    with pytest.raises(Conflict):
+    with pytest.raises(IdempotencyKeyReused):  # 422, as the IETF draft has it
         await service.start_call({"flow": "dealership"}, idempotency_key="start-7")
     assert (
         await fresh.pool.fetchval(
@@ -141,7 +149,7 @@ async def test_a_retried_batch_with_its_key_is_counted_once(fresh):
     b = await service.record_event("call-1", batch, idempotency_key="ev-1")
     assert a == b and b.usage.tts_characters == 300
     assert len((await service.get_call("call-1")).events) == 2
-    with pytest.raises(Conflict):
+    with pytest.raises(IdempotencyKeyReused):
         await service.record_event("call-1", batch[:1], idempotency_key="ev-1")
 
 
@@ -210,7 +218,7 @@ async def test_end_with_a_key_replays_and_refuses_the_key_for_another_request(fr
     assert first.outcome == "transferred" and not first.booked
     again = await service.end_call("call-1", {"outcome": "transferred"}, idempotency_key="end-1")
     assert again.replayed and again.model_copy(update={"replayed": False}) == first
-    with pytest.raises(Conflict):
+    with pytest.raises(IdempotencyKeyReused):
         await service.end_call("call-1", {"outcome": "booked"}, idempotency_key="end-1")
 
 
@@ -301,3 +309,52 @@ async def test_an_unreachable_database_is_a_dependency_error(fresh):
         await service.start_call({"flow": "rental"})
     with pytest.raises(DependencyUnavailable):
         await service.get_call("call-1")
+
+
+async def _twins(make, n: int = 16) -> list:
+    """Race ``n`` requests sharing one key, then ask once more after they ended: each answer
+    is the first's, and a twin may only otherwise be refused as in flight (409 with
+    Retry-After) while the first ran, never fail on the key's record."""
+    results = await asyncio.gather(*(make() for _ in range(n)), return_exceptions=True)
+    answers = [r for r in results if not isinstance(r, IdempotencyKeyInFlight)]
+    assert answers and not [r for r in answers if isinstance(r, BaseException)], results
+    return [*answers, await make()]
+
+
+async def test_twins_of_one_key_racing_each_get_the_first_answer(fresh):
+    """Many first requests with one Idempotency-Key at once, to start, events and end: every
+    one answers with the first's answer or is told it is in flight (none fails on the key's
+    record), and the write happens once."""
+    service = _service(fresh)
+
+    starts = await _twins(lambda: service.start_call({"flow": "rental"}, idempotency_key="rs"))
+    assert len({c.call_id for c in starts}) == 1
+    call_id = starts[0].call_id
+
+    batch = [{"kind": "usage", "llm_prompt_tokens": 100}]
+    recorded = await _twins(lambda: service.record_event(call_id, batch, idempotency_key="re"))
+    assert {r.model_dump_json() for r in recorded} == {recorded[0].model_dump_json()}
+    detail = await service.get_call(call_id)
+    assert detail.usage.llm_prompt_tokens == 100  # counted once
+
+    ends = await _twins(
+        lambda: service.end_call(call_id, {"outcome": "abandoned"}, idempotency_key="rend")
+    )
+    assert {e.cost.total_usd for e in ends} == {ends[0].cost.total_usd}
+    assert {e.call_id for e in ends} == {call_id}
+
+
+async def test_a_twin_that_arrives_while_the_first_runs_is_told_it_is_in_flight(fresh):
+    """The first request with a key is still running (its transaction holds the key's mark):
+    a twin is refused at once with 409 and Retry-After, not made to wait or given a 500; once
+    the first ended, the twin gets its answer."""
+    service = _service(fresh)
+    await _started(service)
+    batch = [{"kind": "usage", "tts_characters": 10}]
+    async with fresh.pool.acquire() as conn, conn.transaction():
+        await idempotency.claim(conn, scope="calls.events", key="slow-1")
+        with pytest.raises(IdempotencyKeyInFlight) as refused:
+            await service.record_event("call-1", batch, idempotency_key="slow-1")
+    assert refused.value.retry_after > 0
+    first = await service.record_event("call-1", batch, idempotency_key="slow-1")
+    assert await service.record_event("call-1", batch, idempotency_key='"slow-1"') == first

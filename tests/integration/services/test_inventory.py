@@ -16,6 +16,7 @@ import pytest
 from services.errors import (
     Conflict,
     HoldExpired,
+    IdempotencyKeyReused,
     InvalidInput,
     NegotiationRefused,
     NotFound,
@@ -341,7 +342,7 @@ async def test_idempotent_hold_and_confirm_write_nothing_new(fresh):
     assert booking.reference in confirmed.value.message
     # A confirm key reused for another hold is refused, and writes nothing.
     other = await svc.create_hold(_hold("GEN-701", 30))
-    with pytest.raises(Conflict) as reused:
+    with pytest.raises(IdempotencyKeyReused) as reused:  # 422, as the IETF draft has it
         await svc.confirm_hold(other.hold_id, idempotency_key="confirm-key-1")
     assert "different request" in reused.value.message
     assert await _counts(fresh.pool) == counts

@@ -117,7 +117,8 @@ async def _race(
     settings = Settings(
         database_url=database_url, redis_url=redis_url, redis_prefix=prefix, environment="test"
     )
-    pool = await create_pool(database_url, min_size=2, max_size=10)
+    # A race of many callers, not a bound on waiting (tested in test_store_down.py).
+    pool = await create_pool(database_url, min_size=2, max_size=10, acquire_timeout=60)
     redis = create_redis(redis_url)
     try:
         svc = InventoryService(pool=pool, redis=redis, settings=settings)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
-from services.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound, Unavailable
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from services.kv import create_redis
+from services.reservations import ReservationStore
 from services.scheduling import Appointment, BookRequest, SchedulingService, VehicleIn
 
 pytestmark = pytest.mark.integration
@@ -44,6 +54,18 @@ async def _book(
     key = kw.pop("idempotency_key", None)
     req = BookRequest(phone=kw.pop("phone", PHONE), service_type=service_type, start=start, **kw)
     return await svc.book_appointment(req, idempotency_key=key)
+
+
+async def _twins(*requests):
+    """Race requests that share one idempotency key: the answers, each a twin that ran after
+    the first (or the first), and the twins refused as in flight while it ran (409 with
+    Retry-After, as the IETF draft has it). Nothing else may come back."""
+    results = await asyncio.gather(*requests, return_exceptions=True)
+    in_flight = [r for r in results if isinstance(r, IdempotencyKeyInFlight)]
+    answers = [r for r in results if not isinstance(r, IdempotencyKeyInFlight)]
+    assert not [r for r in answers if isinstance(r, BaseException)], results
+    assert answers and all(r.retry_after > 0 for r in in_flight)
+    return answers, in_flight
 
 
 async def _count(pool: asyncpg.Pool, table: str) -> int:
@@ -382,9 +404,10 @@ async def test_200_callers_race_for_overlapping_hours_and_nothing_overlaps(fresh
 async def test_20_retries_with_one_key_book_once(fresh):
     svc = _service(fresh)
     start = _at(_day(2), 15)
-    answers = await asyncio.gather(
+    answers, _ = await _twins(
         *(_book(svc, "oil_change", start, idempotency_key="book-race-1") for _ in range(20))
     )
+    answers.append(await _book(svc, "oil_change", start, idempotency_key="book-race-1"))
     assert len({a.appointment_id for a in answers}) == 1
     assert await _count(fresh.pool, "appointments") == 1
     assert await _count(fresh.pool, "confirmed") == 1
@@ -454,7 +477,7 @@ async def test_idempotent_book_reschedule_cancel_write_nothing_new(fresh):
     assert counts == [
         await _count(fresh.pool, t) for t in ("bookings", "appointments", "idempotency_keys")
     ]
-    with pytest.raises(Conflict, match="idempotency key"):
+    with pytest.raises(IdempotencyKeyReused, match="idempotency key"):
         await _book(svc, "oil_change", _at(monday, 11), idempotency_key="b-1")
 
     moved = await svc.reschedule_appointment(first.appointment_id, _at(monday, 15), "r-1")
@@ -477,12 +500,13 @@ async def test_concurrent_reschedules_with_one_key_move_once(fresh):
     svc = _service(fresh)
     tuesday = _day(1)
     appt = await _book(svc, "oil_change", _at(tuesday, 9))
-    answers = await asyncio.gather(
+    answers, _ = await _twins(
         *(
             svc.reschedule_appointment(appt.appointment_id, _at(tuesday, 15), "mv")
             for _ in range(10)
         )
     )
+    answers.append(await svc.reschedule_appointment(appt.appointment_id, _at(tuesday, 15), "mv"))
     assert len({(a.start, a.resource_id) for a in answers}) == 1
     assert await _count(fresh.pool, "confirmed") == 1
     assert await _overlaps(fresh.pool) == 0
@@ -541,3 +565,163 @@ async def test_callbacks_land_inside_business_hours(fresh):
         await svc.schedule_callback(PHONE, "")
     with pytest.raises(InvalidInput):
         await svc.schedule_callback(PHONE, "Later", _at(_day(0) + timedelta(days=40), 10))
+
+
+# -- the twins' lock -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lost", ["expired", "deleted"])
+async def test_a_committed_booking_answers_though_its_twins_lock_was_lost(fresh, lost):
+    """The lock that orders twins of one key lapses (a write slower than its TTL) or Redis loses
+    it (a flush, a failover) before the write ends: the committed booking is still the answer,
+    not a 503 that a caller would book again on."""
+    svc = _service(fresh)
+    start = _at(_day(3), 11)
+    key = f"lock-{lost}"
+    request = BookRequest(phone=PHONE, service_type="oil_change", start=start)
+    lock_key = f"{fresh.prefix}:idem:scheduling.book:{key}"
+    # book_appointment's own steps, with the lock lost between the commit and the release.
+    async with svc.writing("scheduling.book", key):
+        wanted = svc.check_booking(request)
+        st, end = await svc.check_slot(request.service_type, wanted.start)
+        booked = await svc.book_slot(st, wanted, end, key)
+        assert await fresh.redis.exists(lock_key)
+        if lost == "expired":
+            await fresh.redis.pexpire(lock_key, 1)
+            await asyncio.sleep(0.01)  # past the 1 ms: Redis expires it on the next access
+            assert not await fresh.redis.exists(lock_key)
+        else:
+            await fresh.redis.delete(lock_key)
+    again = await svc.book_appointment(request, idempotency_key=key)
+    assert again.appointment_id == booked.appointment_id
+    assert await _count(fresh.pool, "confirmed") == 1
+
+
+# -- cancel against reschedule, and a cancel that fails -------------------------------------------
+
+
+class _CancelBetweenMoveAndMark(ReservationStore):
+    """A move whose cancel lands between its commit and its marking the new cells booked: the
+    order the race takes when the cancel's UPDATE waits for the move's row lock."""
+
+    committed: asyncio.Event
+    cancelled: asyncio.Event
+
+    async def _mark_moved(self, moved, cell_seconds, hold):
+        self.committed.set()
+        await self.cancelled.wait()
+        await super()._mark_moved(moved, cell_seconds, hold)
+
+
+async def _free_in_redis(svc: SchedulingService, resource_id: str, start, end) -> bool:
+    cells = svc.reservations.cells(start, end, svc.cell_seconds)
+    values = await svc.redis.mget(svc.reservations.cell_keys(resource_id, cells))
+    return not any(values)
+
+
+async def test_a_cancel_racing_a_reschedule_leaves_the_new_time_free(fresh):
+    settings = fresh.settings()
+    store = _CancelBetweenMoveAndMark.from_settings(
+        pool=fresh.pool, redis=fresh.redis, settings=settings
+    )
+    store.committed, store.cancelled = asyncio.Event(), asyncio.Event()
+    svc = SchedulingService(
+        pool=fresh.pool, redis=fresh.redis, settings=settings, reservations=store
+    )
+    day = _day(1)
+    appt = await _book(svc, "oil_change", _at(day, 9))
+
+    async def cancel_once_the_move_committed() -> Appointment:
+        await store.committed.wait()
+        try:
+            return await svc.cancel_appointment(appt.appointment_id, "Changed my mind")
+        finally:
+            store.cancelled.set()
+
+    moved, cancelled = await asyncio.gather(
+        svc.reschedule_appointment(appt.appointment_id, _at(day, 14)),
+        cancel_once_the_move_committed(),
+    )
+    assert cancelled.status == "cancelled" and cancelled.start == moved.start
+    # Neither the old time nor the new one stays taken in Redis by a cancelled booking.
+    assert await _free_in_redis(svc, moved.resource_id, moved.start, moved.end)
+    assert await _free_in_redis(svc, appt.resource_id, appt.start, appt.end)
+    again = await _book(svc, "oil_change", _at(day, 14), phone=_phone(5))
+    assert again.resource_id == moved.resource_id  # its own bay again: the time was free
+
+
+async def test_a_cancel_that_fails_in_its_transaction_keeps_the_time_booked(fresh):
+    svc = _service(fresh)
+    day = _day(2)
+    appt = await _book(svc, "oil_change", _at(day, 10))
+
+    async def refuse(conn: asyncpg.Connection) -> None:
+        raise Conflict("refused after the booking was cancelled in the transaction")
+
+    with pytest.raises(Conflict):
+        await svc.cancel_desk(appt, "no", None, None, also=refuse)
+    assert (await svc.get_appointment(appt.appointment_id)).status == "confirmed"
+    # Redis agrees with PostgreSQL: the time is still booked, not offered to another caller.
+    assert not await _free_in_redis(svc, appt.resource_id, appt.start, appt.end)
+
+
+async def test_a_twin_arriving_while_the_first_runs_is_told_it_is_in_flight(fresh):
+    """As the IETF draft has it: 409 with Retry-After at once while the first request with
+    the key runs (here: its mark is held), the first answer once it ended, and 422 for the
+    key with another request."""
+    svc = _service(fresh)
+    start = _at(_day(3), 15)
+    mark = fresh.redis.lock(f"{fresh.prefix}:idem:scheduling.book:k-in-flight", timeout=30)
+    assert await mark.acquire(blocking=False)
+    with pytest.raises(IdempotencyKeyInFlight) as refused:
+        await _book(svc, "oil_change", start, idempotency_key="k-in-flight")
+    assert refused.value.retry_after > 0
+    assert await _count(fresh.pool, "appointments") == 0
+    await mark.release()
+    first = await _book(svc, "oil_change", start, idempotency_key='"k-in-flight"')  # quoted
+    assert await _book(svc, "oil_change", start, idempotency_key="k-in-flight") == first
+    with pytest.raises(IdempotencyKeyReused):
+        await _book(svc, "oil_change", start + timedelta(hours=1), idempotency_key="k-in-flight")
+
+
+async def test_a_reschedule_that_postgres_aborts_as_a_deadlock_victim_is_run_again(fresh):
+    """Two moves into one time of one bay that Redis no longer guards, each waiting for the
+    other (one for the other's exclusion check, the other for a row the first holds):
+    PostgreSQL aborts one as a deadlock victim. The reschedule runs again, as a confirm
+    does, and lands on another bay instead of failing with a 500 or a 503."""
+    svc = _service(fresh)
+    day = _day(2)
+    a = await _book(svc, "oil_change", _at(day, 9))
+    b = await _book(svc, "oil_change", _at(day, 11), phone=_phone(7))
+    assert a.resource_id == b.resource_id  # the first free bay, both times
+    target = _at(day, 14)
+    st, end = await svc.check_slot("oil_change", target)
+
+    a_moved = asyncio.Event()
+
+    async def wait_for_b_then_take_its_row(conn: asyncpg.Connection) -> None:
+        # a's UPDATE is done (uncommitted). Redis loses a's hold on the new time (a flush), so
+        # only PostgreSQL stands between b's move and it. Until b's move waits on a's new
+        # range, then wait on b's row: a cycle.
+        await fresh.flush_redis()
+        a_moved.set()
+        for _ in range(600):  # a bound to fail on, not a measure
+            if await fresh.pool.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+            ):
+                break
+            await asyncio.sleep(0.02)
+        await conn.execute(
+            "SELECT 1 FROM bookings WHERE booking_id = $1 FOR UPDATE", uuid.UUID(b.booking_id)
+        )
+
+    move_a = asyncio.ensure_future(
+        svc.move_desk(a, st, target, end, None, {}, also=wait_for_b_then_take_its_row)
+    )
+    await a_moved.wait()  # a's UPDATE first, so b's waits on it
+    moved_b = await svc.reschedule_appointment(b.appointment_id, target)
+    moved_a = await move_a
+    assert moved_a.start == moved_b.start == target
+    assert moved_a.resource_id != moved_b.resource_id
+    assert await _overlaps(fresh.pool) == 0

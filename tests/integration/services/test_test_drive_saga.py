@@ -20,7 +20,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
-from services.errors import Conflict, DependencyUnavailable, HoldExpired, Unavailable
+from services.errors import (
+    Conflict,
+    DependencyUnavailable,
+    HoldExpired,
+    IdempotencyKeyInFlight,
+    Unavailable,
+)
 from services.inventory import HoldRequest, InventoryService
 from services.scheduling import BookRequest, SchedulingService, TestDriveRequest
 from services.scheduling import test_drives as scheduling_module
@@ -342,7 +348,8 @@ async def test_a_key_whose_attempt_was_rolled_back_can_try_again(fresh):
 
 async def test_a_caller_that_goes_away_does_not_stop_the_rollback(fresh):
     """The HTTP client hangs up (Serve cancels the handler) while the car is being let go:
-    the rollback still ends, and a retry with the key, which waits for it, books afresh."""
+    the rollback still ends, and a retry with the key, refused as in flight (409 with
+    Retry-After) until it did, then books afresh."""
     scheduling, _, handle = _mesh(fresh)
     handle.plan("confirm_hold", "in_flight", "lost", "lost")
     releasing, gate = asyncio.Event(), asyncio.Event()
@@ -360,8 +367,17 @@ async def test_a_caller_that_goes_away_does_not_stop_the_rollback(fresh):
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
+    with pytest.raises(IdempotencyKeyInFlight):  # the rollback still runs
+        await scheduling.book_test_drive(request, idempotency_key="td-gone")
     gate.set()
-    drive = await scheduling.book_test_drive(request, idempotency_key="td-gone")
+    for _ in range(600):  # a bound to fail on, not a measure
+        try:
+            drive = await scheduling.book_test_drive(request, idempotency_key="td-gone")
+            break
+        except IdempotencyKeyInFlight:
+            await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the rollback never ended")
     (late,) = await handle.land()
     assert isinstance(late, HoldExpired)  # the first confirm found its hold let go
     assert await _halves(fresh.pool) == (1, 1)

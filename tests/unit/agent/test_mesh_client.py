@@ -117,6 +117,21 @@ async def test_a_503_is_retried_once_with_the_same_key_then_heard_as_our_sentenc
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
 
 
+async def test_a_write_whose_first_request_is_still_running_is_asked_again_with_its_key():
+    answers = iter(
+        [
+            _error(409, "idempotency_key_in_flight", "Still processing.", **{"Retry-After": "1"}),
+            _error(409, "unavailable", "That time is taken."),
+        ]
+    )
+    client, recorder = _client(lambda r: next(answers))
+    with pytest.raises(MeshConflict) as caught:
+        await _book(client)
+    assert caught.value.code == "unavailable"
+    keys = recorder.keys()
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+
+
 async def test_a_timeout_retries_the_same_write_and_then_says_so():
     def answer(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)

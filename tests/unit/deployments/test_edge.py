@@ -17,6 +17,8 @@ from services.errors import (
     DependencyUnavailable,
     DomainError,
     HoldExpired,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
     InvalidInput,
     NegotiationRefused,
     NotFound,
@@ -54,6 +56,8 @@ def _app(
         "negotiation": NegotiationRefused("That rate is below what we can offer."),
         "expired": HoldExpired("That hold lapsed."),
         "down": DependencyUnavailable("Holds are unavailable for a moment.", retry_after=7),
+        "reused": IdempotencyKeyReused("That idempotency key was already used."),
+        "in_flight": IdempotencyKeyInFlight("That request is still running.", retry_after=3),
         "bare": DomainError("Something about the request."),
         "boom": RuntimeError("secret internal detail"),
     }
@@ -87,6 +91,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
         ("negotiation", 409, "negotiation_refused"),
         ("expired", 410, "hold_expired"),
         ("down", 503, "dependency_unavailable"),
+        ("reused", 422, "idempotency_key_reused"),
+        ("in_flight", 409, "idempotency_key_in_flight"),
         ("bare", 400, "error"),
     ],
 )
@@ -105,6 +111,13 @@ async def test_dependency_unavailable_says_when_to_retry():
     async with _client(app) as c:
         r = await c.get("/raise/down")
     assert r.headers["retry-after"] == "7"
+
+
+async def test_a_twin_in_flight_says_when_to_retry():
+    app, _ = _app()
+    async with _client(app) as c:
+        r = await c.get("/raise/in_flight")
+    assert (r.status_code, r.headers["retry-after"]) == (409, "3")
 
 
 async def test_details_travel_with_the_error():

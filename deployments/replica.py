@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import FastAPI
+
 from deployments import logmask
 from deployments.backends import Backends
 from deployments.heap import settle_heap
 from deployments.metrics import RayMetrics
+from services.ratelimit import WriteLimiter
 from services.settings import Settings
 
 # Handlers await Redis and PostgreSQL; one replica keeps many requests in flight. The
@@ -32,6 +35,11 @@ class ReplicaContext:
         )
         settle_heap()
         return context
+
+    def limit_writes(self, app: FastAPI) -> FastAPI:
+        """Install the shared write rate limits on one of this replica's apps."""
+        app.state.write_limiter = WriteLimiter.from_settings(self.backends.redis, self.settings)
+        return app
 
     async def close(self) -> None:
         await self.backends.close()

@@ -15,7 +15,9 @@ from services.settings import Settings
 
 # Handlers await Redis and PostgreSQL; one replica keeps many requests in flight. The
 # autoscaler adds replicas when a replica averages more than TARGET_ONGOING in flight.
-MAX_ONGOING_REQUESTS = 256
+# Far above the edge's admission limit (Settings.admission_max_in_flight): Serve queues what is
+# past this without bound, before the edge can shed it (docs/reliability.md).
+MAX_ONGOING_REQUESTS = 1024
 TARGET_ONGOING_REQUESTS = 64
 # Two cores for the whole mesh: replicas ask for a sliver, they mostly wait on I/O.
 NUM_CPUS = 0.1

@@ -33,6 +33,7 @@ _WIRE_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
 class Response:
     status: int
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -112,7 +113,7 @@ class Connection:
             body = await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
-        return Response(status, body)
+        return Response(status, body, headers)
 
 
 @dataclass

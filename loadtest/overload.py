@@ -7,8 +7,10 @@ run, against the same stores.
 For each side: p50/p99 of every answered request and of the holds answered 201, how many were
 shed and with which status (503 past a replica's admission limit, 429 past a rate limit), the
 socket errors (a request that got no HTTP answer), and ``/healthz`` and one hold right after
-the load stops. The client does not honour Retry-After: a closed loop that comes straight back
-is the worst case a shedding edge has to survive.
+the load stops. Two kinds of client: one that comes straight back after a 503 or 429 (a closed loop
+with no pause, the worst case a shedding edge has to survive), and one that honours
+``Retry-After`` as a well-behaved agent does (the wait is not counted as latency). With
+shedding off nothing is shed, so only the first kind is run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ TARGET_P99_S = 2.0
 @dataclass
 class OverloadResult:
     side: str  # "shedding off" | "shedding on"
+    client: str  # "straight back" | "Retry-After"
     admission_max_in_flight: int | None  # None: the mesh's default
     connections: int
     seconds: float
@@ -74,17 +77,24 @@ async def flood(
 ) -> None:
     """Holds back to back on every connection; fills ``result`` from the measured window."""
     by_status: dict[int, list[float]] = {}
+    honour_retry_after = result.client == "Retry-After"
 
     async def hold(conn: httpload.Connection, rec: httpload.Recorder, i: int) -> None:
         unit, day = take_cell()
         body = {"unit_id": unit, "start": day, "call_id": f"overload-{i // 1_000_000}"}
         t0 = time.perf_counter()
+        wait = 0.0
         try:
-            status = (await conn.request("POST", "/inventory/holds", body)).status
+            resp = await conn.request("POST", "/inventory/holds", body)
+            status = resp.status
+            if honour_retry_after and status in (429, 503):
+                wait = float(resp.headers.get("retry-after", "0") or 0)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             await conn.close()  # the next request reconnects
             status = httpload.NETWORK_ERROR
         by_status.setdefault(status, []).append(time.perf_counter() - t0)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     if warmup_seconds > 0:
         await httpload.run_closed_loop(
@@ -145,7 +155,7 @@ async def _after(
 
 def table(results: list[OverloadResult]) -> str:
     head = (
-        f"{'side':14s} {'conns':>5s} {'answered':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
+        f"{'side':14s} {'client':13s} {'conns':>5s} {'answered':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'201/s':>7s} {'201 p99':>7s} {'shed':>14s} {'other':>10s} {'sock err':>8s} "
         f"{'healthz after':>13s} {'hold after':>10s} {'cores srv/mach':>14s} {'met':>4s}"
     )
@@ -154,7 +164,8 @@ def table(results: list[OverloadResult]) -> str:
         shed = " ".join(f"{k}:{v}" for k, v in r.shed.items()) or "0"
         other = " ".join(f"{k}:{v}" for k, v in r.other.items()) or "0"
         lines.append(
-            f"{r.side:14s} {r.connections:5d} {r.answered:8d} {r.p50_ms:7.1f} {r.p99_ms:7.1f} "
+            f"{r.side:14s} {r.client:13s} {r.connections:5d} {r.answered:8d} "
+            f"{r.p50_ms:7.1f} {r.p99_ms:7.1f} "
             f"{r.held_per_s:7.1f} {r.held_p99_ms:7.1f} {shed:>14s} {other:>10s} "
             f"{r.socket_errors:8d} {f'{r.healthz_after} {r.healthz_after_ms} ms':>13s} "
             f"{r.hold_after:10d} {f'{r.server_cores}/{r.machine_cores}':>14s} "

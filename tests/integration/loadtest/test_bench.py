@@ -112,7 +112,11 @@ def test_the_overload_flood_counts_shed_answers_socket_errors_and_health_after(
         with single_server(stores, args.single_port, tmp_path / "single.log", {}, tiny):
             cells = Cells("BENCH-H", stores.units, date.today() + timedelta(days=2))
             result = overload.OverloadResult(
-                side="shedding on", admission_max_in_flight=2, connections=40, seconds=1.0
+                side="shedding on",
+                client="straight back",
+                admission_max_in_flight=2,
+                connections=40,
+                seconds=1.0,
             )
             httpload.run(
                 overload.flood(

@@ -115,9 +115,10 @@ class Settings(BaseSettings):
     otel_telemetry: bool = False
 
     # Overload and abuse (issue 7). Each limit is off at 0.
-    # Requests one replica runs at once before it answers 503 at once instead of queueing:
-    # below Serve's max_ongoing_requests (256), which queues without bound past it.
-    admission_max_in_flight: int = Field(128, ge=0)
+    # Requests one replica runs at once before it answers 503 at once instead of queueing;
+    # far below Serve's max_ongoing_requests (1024), which queues without bound past it. 64:
+    # what the benchmarks' 64 connections can reach, never more (docs/reliability.md).
+    admission_max_in_flight: int = Field(64, ge=0)
     admission_retry_after_seconds: int = Field(1, ge=1, le=60)
     # Writes per bearer token (or per client address without one), and per call where the
     # route names the call, in a fixed window. One token is usually shared by every agent

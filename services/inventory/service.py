@@ -597,6 +597,10 @@ class InventoryService:
             raise DependencyUnavailable(
                 "Bookings cannot be saved for a moment; the hold is kept, try again shortly."
             ) from e
+        except (Unavailable, HoldExpired):
+            # The store dropped the hold: its place in the call's quota goes with it.
+            await self._give_back_slot(hold)
+            raise
         if written and not booking.replayed:
             await self._give_back_slot(hold)
             return written[-1]

@@ -183,3 +183,19 @@ async def test_racing_writes_admit_exactly_the_limit(fresh):
 
     results = await asyncio.gather(*(one() for _ in range(200)))
     assert results.count(True) == 25
+
+
+async def test_a_hold_the_confirm_drops_gives_its_place_back(fresh):
+    svc = InventoryService(
+        pool=fresh.pool, redis=fresh.redis, settings=fresh.settings(max_holds_per_call=1)
+    )
+    booked = await svc.create_hold(_hold(10, call_id="first-caller"))
+    await svc.confirm_hold(booked.hold_id)
+    # Redis loses that unit's cells (PostgreSQL keeps the booking): a hold over it is granted,
+    # and its confirm is refused by the exclusion constraint, which drops the hold.
+    async for key in fresh.redis.scan_iter(match=f"{fresh.prefix}:{{r:{UNIT}}}:c:*"):
+        await fresh.redis.delete(key)
+    lost = await svc.create_hold(_hold(10))
+    with pytest.raises(Exception, match="booked by someone else"):
+        await svc.confirm_hold(lost.hold_id)
+    await svc.create_hold(_hold(11))  # the one place is free again

@@ -99,8 +99,10 @@ class AnalyticsDeployment:
         self.service = AnalyticsService(pool=self.context.backends.pool, settings=settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_analytics_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
+        return self.context.limit_writes(
+            build_analytics_api(
+                self.context.settings, service=self.service, metrics=self.context.metrics
+            )
         )
 
     async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:

@@ -59,6 +59,8 @@ def new_api(
         service=service,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
+        max_in_flight=settings.admission_max_in_flight,
+        retry_after_seconds=settings.admission_retry_after_seconds,
     )
     return app
 

@@ -132,11 +132,13 @@ class CallsDeployment:
         self._gauge = asyncio.create_task(self._refresh_active_calls())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_calls_api(
-            self.context.settings,
-            service=self.service,
-            metrics=self.context.metrics,
-            on_ended=self._feed_analytics if self.analytics is not None else None,
+        return self.context.limit_writes(
+            build_calls_api(
+                self.context.settings,
+                service=self.service,
+                metrics=self.context.metrics,
+                on_ended=self._feed_analytics if self.analytics is not None else None,
+            )
         )
 
     async def _feed_analytics(self, summary: CallSummary) -> None:

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployments.admission import EXEMPT_PATHS, AdmissionGate, shed_response
 from deployments.metrics import Metrics
 from services.errors import (
     Conflict,
@@ -31,7 +32,9 @@ from services.errors import (
     HoldExpired,
     InvalidInput,
     NotFound,
+    RateLimited,
 )
+from services.ratelimit import WriteLimiter, client_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ ERROR_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (HoldExpired, 410),
     (Conflict, 409),
+    (RateLimited, 429),
     (DependencyUnavailable, 503),
 )
 # Status codes Starlette/FastAPI raise themselves (unknown route, wrong method...).
@@ -52,12 +56,15 @@ _HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    429: "rate_limited",
+    503: "unavailable",
 }
 _OUTCOMES = {
     401: "unauthorized",
     404: "not_found",
     409: "conflict",
     410: "expired",
+    429: "rate_limited",
     503: "unavailable",
 }
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -94,6 +101,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": str(retry_after)}
     if isinstance(exc, DependencyUnavailable):
         log.warning("dependency unavailable", extra={"code": exc.code, "path": request.url.path})
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(status, exc.code, exc.message, exc.details or None, headers)
 
 
@@ -150,7 +159,8 @@ async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Route dependency for every mutating route: 401 without the configured bearer token."""
+    """Route dependency for every mutating route: 401 without the configured bearer token, 429
+    past the write rate limits (one Redis round trip, when a limiter is installed)."""
     expected: SecretStr | None = getattr(request.app.state, "api_token", None)
     given = credentials.credentials if credentials is not None else None
     if not token_matches(expected, given):
@@ -159,29 +169,70 @@ async def require_token(
             detail="A valid bearer token is required for this request.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    # After the token: a caller without it is told 401, never counted against a limit.
+    limiter: WriteLimiter | None = getattr(request.app.state, "write_limiter", None)
+    if limiter is not None and limiter.enabled:
+        client = client_key(given, request.client.host if request.client else None)
+        call_id = request.path_params.get("call_id")
+        await limiter.admit(client=client, call_id=call_id if isinstance(call_id, str) else None)
 
 
 # -- ASGI middleware ----------------------------------------------------------------------------
 
 
 class EdgeMiddleware:
-    """Outermost layer of each application: refuses bodies over the limit (413), turns anything
-    unexpected into a generic 500 (the traceback goes to the log, never to the client), and
-    times every request into ``callmesh_service_request_seconds``."""
+    """Outermost layer of each application: sheds load past ``max_in_flight`` requests at once
+    (503 with Retry-After, :mod:`deployments.admission`), refuses bodies over the limit (413),
+    turns anything unexpected into a generic 500 (the traceback goes to the log, never to the
+    client), and times every request into ``callmesh_service_request_seconds``."""
 
     def __init__(
-        self, app: ASGIApp, *, service: str, max_body_bytes: int, metrics: Metrics | None = None
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        max_body_bytes: int,
+        metrics: Metrics | None = None,
+        max_in_flight: int = 0,
+        retry_after_seconds: int = 1,
     ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.gate = AdmissionGate(max_in_flight)
+        self._shed_headers, self._shed_body = shed_response(retry_after_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
+        if scope["path"] not in EXEMPT_PATHS:
+            if not self.gate.enter():
+                await self._shed(send, began)
+                return
+            try:
+                await self._serve(scope, receive, send, began)
+            finally:
+                self.gate.leave()
+            return
+        await self._serve(scope, receive, send, began)
+
+    async def _shed(self, send: Send, began: float) -> None:
+        # The body is left unread: the server discards it and keeps the connection, so a
+        # refused client does not reconnect (a reconnect storm is what overloads the proxy).
+        await send({"type": "http.response.start", "status": 503, "headers": self._shed_headers})
+        await send({"type": "http.response.body", "body": self._shed_body})
+        if self.metrics is not None:
+            self.metrics.observe_request(
+                service=self.service,
+                operation="shed",
+                outcome="shed",
+                seconds=time.perf_counter() - began,
+            )
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, began: float) -> None:
         status = 500
         started = False
 

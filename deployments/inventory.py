@@ -194,8 +194,10 @@ class InventoryDeployment:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_inventory_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
+        return self.context.limit_writes(
+            build_inventory_api(
+                self.context.settings, service=self.service, metrics=self.context.metrics
+            )
         )
 
     # Called by the scheduling application (DeploymentHandle) to book, move and cancel a

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import FastAPI
+
 from deployments import logmask
 from deployments.backends import Backends
 from deployments.heap import settle_heap
 from deployments.metrics import RayMetrics
+from services.ratelimit import WriteLimiter
 from services.settings import Settings
 
 # Handlers await Redis and PostgreSQL; one replica keeps many requests in flight. The
 # autoscaler adds replicas when a replica averages more than TARGET_ONGOING in flight.
-MAX_ONGOING_REQUESTS = 256
+# Far above the edge's admission limit (Settings.admission_max_in_flight): Serve queues what is
+# past this without bound, before the edge can shed it (docs/reliability.md).
+MAX_ONGOING_REQUESTS = 1024
 TARGET_ONGOING_REQUESTS = 64
 # Two cores for the whole mesh: replicas ask for a sliver, they mostly wait on I/O.
 NUM_CPUS = 0.1
@@ -32,6 +37,11 @@ class ReplicaContext:
         )
         settle_heap()
         return context
+
+    def limit_writes(self, app: FastAPI) -> FastAPI:
+        """Install the shared write rate limits on one of this replica's apps."""
+        app.state.write_limiter = WriteLimiter.from_settings(self.backends.redis, self.settings)
+        return app
 
     async def close(self) -> None:
         await self.backends.close()

@@ -223,8 +223,10 @@ class SchedulingDeployment:
             self._sweeper = asyncio.create_task(self._settle_test_drives())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_scheduling_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
+        return self.context.limit_writes(
+            build_scheduling_api(
+                self.context.settings, service=self.service, metrics=self.context.metrics
+            )
         )
 
     async def _settle_test_drives(self) -> None:

@@ -149,8 +149,10 @@ class VerificationDeployment:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_verification_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
+        return self.context.limit_writes(
+            build_verification_api(
+                self.context.settings, service=self.service, metrics=self.context.metrics
+            )
         )
 
     async def missing_requirements(

@@ -3,6 +3,7 @@ uvicorn process, in one run, with p50/p99 and the ratio mesh/single (issue 3).
 
     python -m loadtest.bench --seconds 15 --connections 64          # or: make bench
     python -m loadtest.bench --only single --seconds 5 --json
+    python -m loadtest.bench --overload --connections 1000 --seconds 20   # issue 7, below
 
 What one run does:
 
@@ -20,6 +21,10 @@ What one run does:
    Then :func:`loadtest.invariant.check` on the bookings reported confirmed.
 5. A table (scenario, target, req/s, p50, p99, errors, mesh/single) or ``--json``; the client's
    own CPU, the server's and the whole machine's during each measured window.
+
+``--overload`` instead starts the mesh twice, load shedding off then on, and floods each with
+``--connections`` clients sending holds back to back (:mod:`loadtest.overload`): p50/p99 of the
+answered requests, what was shed by status, socket errors, and /healthz right after.
 
 The client shares the machine's cores with the server; its CPU is reported so it can be
 subtracted mentally. Compare the numbers of one run as ratios.
@@ -49,8 +54,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from loadtest import httpload
+from loadtest import httpload, overload
 from loadtest.invariant import check
+from loadtest.overload import OverloadResult
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get(
@@ -205,7 +211,7 @@ class CpuWindow:
         self.machine0 = _cpu_total()
         self.procs0 = _descendants(self.server_pid) if self.server_pid else {}
 
-    def stop(self, result: ScenarioResult) -> None:
+    def stop(self, result: ScenarioResult | OverloadResult) -> None:
         wall = time.perf_counter() - self.t0
         result.client_cores = round((time.process_time() - self.client0) / wall, 2)
         busy1, total1 = _cpu_total()
@@ -399,6 +405,11 @@ def _server_env(stores: BenchStores, data_dir: Path) -> dict[str, str]:
         "REDIS_URL": stores.redis_url,
         "CALLMESH_REDIS_PREFIX": stores.redis_prefix,
         "CALLMESH_DATA_DIR": str(data_dir),
+        # The bench measures capacity: its clients hold thousands of cells per call and write
+        # far past any per-caller limit, so the quotas are off (the overload run sets its own).
+        "CALLMESH_MAX_HOLDS_PER_CALL": "0",
+        "CALLMESH_RATE_WRITES_PER_TOKEN": "0",
+        "CALLMESH_RATE_WRITES_PER_CALL": "0",
         # Direct-ingress replicas drain 30 s on shutdown; nothing is in flight when we stop.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
     }
@@ -450,12 +461,14 @@ def mesh_server(
     log: Path,
     headers: dict[str, str],
     config: Path = REPO / "serve_config.yaml",
+    extra_env: dict[str, str] | None = None,
+    up_args: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     data_dir = Path(tempfile.mkdtemp(prefix="cmbench-"))
-    env = _server_env(stores, data_dir)
+    env = {**_server_env(stores, data_dir), **(extra_env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*_callmesh(), "up", "--config", str(config), "--port", str(port)],
+            [*_callmesh(), "up", "--config", str(config), "--port", str(port), *up_args],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -486,7 +499,11 @@ def mesh_server(
 
 @contextmanager
 def single_server(
-    stores: BenchStores, port: int, log: Path, headers: dict[str, str]
+    stores: BenchStores,
+    port: int,
+    log: Path,
+    headers: dict[str, str],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     data_dir = Path(tempfile.mkdtemp(prefix="cmbench-"))
     with log.open("wb") as out:
@@ -497,7 +514,7 @@ def single_server(
                 *("--no-access-log", "--log-level", "warning"),
             ],
             cwd=REPO,
-            env=_server_env(stores, data_dir),
+            env={**_server_env(stores, data_dir), **(extra_env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -655,6 +672,74 @@ def _load() -> str:
 # -- main ---------------------------------------------------------------------------------------
 
 
+OVERLOAD_SIDES = {"off": ("shedding off", 0), "on": ("shedding on", None)}
+
+
+def run_overload(args: argparse.Namespace) -> tuple[dict[str, Any], list[OverloadResult]]:
+    """The mesh twice, shedding off then on, each flooded with ``--connections`` clients."""
+    headers = {}
+    if token := os.environ.get("CALLMESH_API_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    logs = Path(args.log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    load_before = _load()
+    stores = asyncio.run(prepare_stores(args))
+    first = datetime.now(ZoneInfo("America/New_York")).date() + timedelta(days=FIRST_DAY_AHEAD)
+    results: list[OverloadResult] = []
+    url = f"http://127.0.0.1:{args.mesh_port}"
+    try:
+        for name in args.overload_sides.split(","):
+            side, limit = OVERLOAD_SIDES[name]
+            env = {} if limit is None else {"CALLMESH_ADMISSION_MAX_IN_FLIGHT": str(limit)}
+            print(f"starting the mesh, {side} (load {_load()})", file=sys.stderr, flush=True)
+            server = mesh_server(
+                stores, args.mesh_port, logs / f"mesh-overload-{name}.log", headers,
+                Path(args.serve_config), extra_env=env,
+                # Bench units only; a second `up` on one database cannot load the demo again
+                # (its demo calls are keyed by date and collide).
+                up_args=("--no-demo",),
+            )  # fmt: skip
+            clients = ("straight back",) if limit == 0 else ("straight back", "Retry-After")
+            with server as proc:
+                for client in clients:
+                    result = OverloadResult(
+                        side=side,
+                        client=client,
+                        admission_max_in_flight=limit,
+                        connections=args.connections,
+                        seconds=args.seconds,
+                    )
+                    cells = Cells(HOLD_PREFIX, stores.units, first)
+                    httpload.run(
+                        overload.flood(
+                            url,
+                            cells.take,
+                            result,
+                            headers=headers,
+                            warmup_seconds=args.warmup,
+                            cpu=CpuWindow(proc.pid),
+                        )
+                    )
+                    results.append(result)
+                    line = overload.table([result]).splitlines()[-1]
+                    print(line, file=sys.stderr, flush=True)
+                    asyncio.run(forget_holds(stores, HOLD_PREFIX))
+    finally:
+        asyncio.run(cleanup_stores(stores, args.pg_admin))
+    report = {
+        "mode": "overload",
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "warmup_seconds": args.warmup,
+        "serve_config": args.serve_config,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": _load(),
+        "results": [asdict(r) for r in results],
+    }
+    return report, results
+
+
 def run_bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[ScenarioResult]]:
     headers = {}
     if token := os.environ.get("CALLMESH_API_TOKEN"):
@@ -717,15 +802,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the Serve config `callmesh up` deploys (to measure a sizing change)",
     )
     parser.add_argument("--single-port", type=int, default=8001)
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="flood the mesh (shedding off, then on) instead of the mesh/single comparison",
+    )
+    parser.add_argument(
+        "--overload-sides", default="off,on", help="which overload sides to run, in order"
+    )
     parser.add_argument("--log-dir", default=str(REPO / ".callmesh" / "bench"))
     args = parser.parse_args(argv)
     if args.units < 1 or args.units > 9999:
         parser.error("--units must be between 1 and 9999")
+    if not set(args.overload_sides.split(",")) <= set(OVERLOAD_SIDES):
+        parser.error("--overload-sides is a comma-separated list of: off, on")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.overload:
+        return _main_overload(args)
     report, results = run_bench(args)
     # With --json the JSON goes to stdout and the table to stderr, so one run gives both.
     out = sys.stderr if args.json else sys.stdout
@@ -739,6 +836,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     return 0 if report["invariant_ok"] else 1
+
+
+def _main_overload(args: argparse.Namespace) -> int:
+    report, results = run_overload(args)
+    out = sys.stderr if args.json else sys.stdout
+    print(
+        f"overload: {args.connections} connections, {args.seconds:g} s per side "
+        f"(+{args.warmup:g} s warm-up), {report['cpus']} CPUs, "
+        f"load {report['load_before']} before / {report['load_after']} after",
+        file=out,
+    )
+    print(overload.table(results), file=out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -79,3 +79,14 @@ class DependencyUnavailable(DomainError):
     def __init__(self, message: str, *, retry_after: int = 2, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class RateLimited(DomainError):
+    """A caller is over a rate limit or a quota; the same request may succeed after
+    ``retry_after`` seconds (or once the caller lets something go, for a quota)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = max(1, int(retry_after))

@@ -121,6 +121,22 @@ class Settings(BaseSettings):
     # provider lookups alone cost about 3% of a hold's CPU (profiled).
     otel_telemetry: bool = False
 
+    # Overload and abuse (issue 7). Each limit is off at 0.
+    # Requests one replica runs at once before it answers 503 at once instead of queueing;
+    # far below Serve's max_ongoing_requests (1024), which queues without bound past it. 64:
+    # what the benchmarks' 64 connections can reach, never more (docs/reliability.md).
+    admission_max_in_flight: int = Field(64, ge=0)
+    admission_retry_after_seconds: int = Field(1, ge=1, le=60)
+    # Writes per bearer token (or per client address without one), and per call where the
+    # route names the call, in a fixed window. One token is usually shared by every agent
+    # worker, so the per-token limit is the mesh's whole write budget: sized far above the
+    # measured capacity (docs/benchmarks.md), it only stops a runaway client.
+    rate_window_seconds: int = Field(60, ge=1, le=3600)
+    rate_writes_per_token: int = Field(600_000, ge=0)
+    rate_writes_per_call: int = Field(300, ge=0)
+    # Live holds one call may have at once: one caller must not hold every unit.
+    max_holds_per_call: int = Field(5, ge=0)
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:

@@ -53,6 +53,7 @@ from services.inventory.requirements import (
     spoken_list,
 )
 from services.kv import LuaScript
+from services.ratelimit import HoldQuota
 from services.reservations import (
     DAY,
     RESOURCE_ID,
@@ -71,6 +72,8 @@ MAX_TEST_DRIVE_MINUTES = 240
 MAX_RATE = Decimal("1000000")  # per day; anything above is not a rate anyone means
 CENT = Decimal("0.01")
 _CONFIRM_SCOPE = "inventory.confirm"
+# The hold's field naming its slot of the call's quota (services.ratelimit.HoldQuota).
+_QUOTA_SLOT = "quota_slot"
 _CATEGORY = re.compile(r"^[a-z][a-z_]{0,39}$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STATUSES: tuple[UnitStatus, ...] = ("AVAILABLE", "RENTED", "MAINTENANCE")
@@ -122,6 +125,7 @@ class InventoryService:
         reservations: ReservationStore | None = None,
         requirements: RequirementsChecker | None = None,
         unit_cache_seconds: float = 5.0,
+        quota: HoldQuota | None = None,
     ) -> None:
         """``requirements`` checks a call's verifications; ``None`` means nothing can be
         verified, so units that require something are refused at confirm.
@@ -137,6 +141,7 @@ class InventoryService:
             pool=pool, redis=redis, settings=settings
         )
         self.requirements = requirements
+        self.quota = quota or HoldQuota.from_settings(redis, settings)
         self.unit_cache_seconds = unit_cache_seconds
         self._units: dict[str, tuple[float, Unit]] = {}
 
@@ -225,17 +230,17 @@ class InventoryService:
             "min_insurance": str(unit.min_insurance) if unit.min_insurance is not None else "",
             "attempts": "0",
         }
+        # The call's quota first, atomically per call: racing holds of one call cannot all
+        # pass. The slot goes back when the hold ends, or now if it is not placed.
+        slot = (
+            await self.quota.take(call_id, ttl_seconds=self.settings.hold_ttl_seconds)
+            if call_id
+            else None
+        )
+        if slot is not None:
+            fields[_QUOTA_SLOT] = slot
         try:
-            hold = await self.store.reserve_cells(
-                resource_id=unit_id,
-                start=start,
-                end=end,
-                cell_seconds=unit.cell_minutes * 60,
-                kind=unit.booking_kind,
-                call_id=call_id,
-                fields=fields,
-                idempotency_key=key,
-            )
+            hold = await self._reserve(unit, unit_id, start, end, call_id, fields, key, slot)
         except Unavailable as e:
             raise Unavailable(
                 f"The {unit.name} is already booked for part of that time; "
@@ -255,6 +260,37 @@ class InventoryService:
             ) from None
         return self._hold_response(hold)
 
+    async def _reserve(
+        self,
+        unit: Unit,
+        unit_id: str,
+        start: datetime,
+        end: datetime,
+        call_id: str | None,
+        fields: dict[str, str],
+        key: str | None,
+        slot: str | None,
+    ) -> Hold:
+        try:
+            hold = await self.store.reserve_cells(
+                resource_id=unit_id,
+                start=start,
+                end=end,
+                cell_seconds=unit.cell_minutes * 60,
+                kind=unit.booking_kind,
+                call_id=call_id,
+                fields=fields,
+                idempotency_key=key,
+            )
+        except BaseException:
+            if slot is not None and call_id:
+                await self.quota.give_back(call_id, slot)
+            raise
+        if slot is not None and call_id and hold.replayed:
+            # A replay answers the first hold, which holds a slot of its own.
+            await self.quota.give_back(call_id, slot)
+        return hold
+
     async def get_hold(self, hold_id: str) -> HoldResponse:
         await self._check_inventory_hold_id(hold_id)
         hold = await self.store.get_hold(hold_id)
@@ -265,8 +301,19 @@ class InventoryService:
     async def release_hold(self, hold_id: str) -> ReleaseResult:
         """Let a hold go; releasing one that is already gone is not an error."""
         await self._check_inventory_hold_id(hold_id)
+        try:
+            hold: Hold | None = await self.store.get_hold(hold_id)
+        except HoldExpired:
+            hold = None
         released = await self.store.release_hold(hold_id)
+        if released and hold is not None:
+            await self._give_back_slot(hold)
         return ReleaseResult(hold_id=hold_id, released=released)
+
+    async def _give_back_slot(self, hold: Hold) -> None:
+        slot = hold.fields.get(_QUOTA_SLOT)
+        if slot and hold.call_id:
+            await self.quota.give_back(hold.call_id, slot)
 
     def _rental_range(
         self, start_raw: str | datetime | date, end_raw: str | datetime | date | None
@@ -542,7 +589,12 @@ class InventoryService:
             raise DependencyUnavailable(
                 "Bookings cannot be saved for a moment; the hold is kept, try again shortly."
             ) from e
+        except (Unavailable, HoldExpired):
+            # The store dropped the hold: its place in the call's quota goes with it.
+            await self._give_back_slot(hold)
+            raise
         if written and not booking.replayed:
+            await self._give_back_slot(hold)
             return written[-1]
         return await self.get_booking(booking.booking_id, replayed=True)
 

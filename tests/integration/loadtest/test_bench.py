@@ -97,3 +97,41 @@ def test_every_booking_the_runner_reports_confirmed_is_a_row(tmp_path: Path) -> 
         assert asyncio.run(rows(booking_ids)) == len(set(booking_ids))
     finally:
         asyncio.run(cleanup_stores(stores, args.pg_admin))
+
+
+def test_the_overload_flood_counts_shed_answers_socket_errors_and_health_after(
+    tmp_path: Path,
+) -> None:
+    from loadtest import overload
+
+    args = parse_args(_args(tmp_path))
+    stores = asyncio.run(prepare_stores(args))
+    # Two requests at a time admitted, forty connections: most of the flood is shed.
+    tiny = {"CALLMESH_ADMISSION_MAX_IN_FLIGHT": "2"}
+    try:
+        with single_server(stores, args.single_port, tmp_path / "single.log", {}, tiny):
+            cells = Cells("BENCH-H", stores.units, date.today() + timedelta(days=2))
+            result = overload.OverloadResult(
+                side="shedding on",
+                client="straight back",
+                admission_max_in_flight=2,
+                connections=40,
+                seconds=1.0,
+            )
+            httpload.run(
+                overload.flood(
+                    f"http://127.0.0.1:{args.single_port}",
+                    cells.take,
+                    result,
+                    headers={},
+                    warmup_seconds=0,
+                )
+            )
+    finally:
+        asyncio.run(cleanup_stores(stores, PG_ADMIN))
+    assert result.requests == result.answered + result.socket_errors
+    assert result.shed.get("503", 0) > 0
+    assert result.held_per_s > 0
+    assert result.socket_errors == 0
+    assert (result.healthz_after, result.hold_after) == (200, 201)
+    assert "shedding on" in overload.table([result])

@@ -600,7 +600,8 @@ class _Counting:
 
 async def test_a_hold_is_one_cached_lookup_and_one_lua_call(fresh):
     pool, redis = _Counting(fresh.pool), _Counting(fresh.redis)
-    settings = fresh.settings()
+    # The reservation's own cost; the call's hold quota adds one script (the test below).
+    settings = fresh.settings(max_holds_per_call=0)
     svc = InventoryService(pool=pool, redis=redis, settings=settings)  # type: ignore[arg-type]
     await svc.create_hold(_hold("GEN-702", 30))
     assert pool.calls == {"fetchrow": 1}  # the unit, read once and cached
@@ -616,3 +617,15 @@ async def test_a_hold_is_one_cached_lookup_and_one_lua_call(fresh):
     await svc.confirm_hold(hold.hold_id)
     # One statement, one round trip: the booking and its rental row, no BEGIN/COMMIT.
     assert pool.calls == {"fetchrow": 1}
+
+
+async def test_the_hold_quota_costs_one_lua_call_and_only_for_a_call(fresh):
+    redis = _Counting(fresh.redis)
+    svc = InventoryService(pool=fresh.pool, redis=redis, settings=fresh.settings())  # type: ignore[arg-type]
+    await svc.create_hold(_hold("GEN-702", 30))
+    redis.calls.clear()
+    await svc.create_hold(_hold("GEN-702", 31))
+    assert redis.calls == {"evalsha": 2}  # the quota, then the reservation
+    redis.calls.clear()
+    await svc.create_hold(_hold("GEN-702", 32, call_id=None))
+    assert redis.calls == {"evalsha": 1}

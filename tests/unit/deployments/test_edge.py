@@ -22,6 +22,7 @@ from services.errors import (
     InvalidInput,
     NegotiationRefused,
     NotFound,
+    RateLimited,
     Unavailable,
     VerificationRequired,
 )
@@ -58,6 +59,8 @@ def _app(
         "down": DependencyUnavailable("Holds are unavailable for a moment.", retry_after=7),
         "reused": IdempotencyKeyReused("That idempotency key was already used."),
         "in_flight": IdempotencyKeyInFlight("That request is still running.", retry_after=3),
+        "limited": RateLimited("You are holding 3 units already; confirm or release one first."),
+        "slow_down": RateLimited("Too many changes; please wait 42 seconds.", retry_after=42),
         "bare": DomainError("Something about the request."),
         "boom": RuntimeError("secret internal detail"),
     }
@@ -93,6 +96,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
         ("down", 503, "dependency_unavailable"),
         ("reused", 422, "idempotency_key_reused"),
         ("in_flight", 409, "idempotency_key_in_flight"),
+        ("limited", 429, "rate_limited"),
         ("bare", 400, "error"),
     ],
 )
@@ -118,6 +122,21 @@ async def test_a_twin_in_flight_says_when_to_retry():
     async with _client(app) as c:
         r = await c.get("/raise/in_flight")
     assert (r.status_code, r.headers["retry-after"]) == (409, "3")
+
+
+async def test_rate_limited_is_429_and_says_when_to_retry():
+    app, metrics = _app()
+    async with _client(app) as c:
+        r = await c.get("/raise/slow_down")
+        default = await c.get("/raise/limited")
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "42"
+    assert default.headers["retry-after"] == "1"
+    assert r.json()["error"] == {
+        "code": "rate_limited",
+        "message": "Too many changes; please wait 42 seconds.",
+    }
+    assert {outcome for _, _, outcome in metrics.requests} == {"rate_limited"}
 
 
 async def test_details_travel_with_the_error():
@@ -260,4 +279,6 @@ def test_status_and_outcome_tables():
     assert outcome_for(201) == "ok"
     assert outcome_for(422) == "invalid"
     assert outcome_for(503) == "unavailable"
+    assert status_for(RateLimited("x")) == 429
+    assert outcome_for(429) == "rate_limited"
     assert outcome_for(500) == "error"

@@ -28,9 +28,11 @@ def _header_and_body(name: str) -> tuple[str, str]:
 
 def test_every_script_is_checked() -> None:
     assert SCRIPTS == [
+        "call_holds.lua",
         "claim.lua",
         "finalize.lua",
         "negotiate.lua",
+        "rate_window.lua",
         "release.lua",
         "reserve.lua",
         "unclaim.lua",

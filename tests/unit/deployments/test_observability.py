@@ -1,4 +1,4 @@
-"""The metric names of docs/design.md reach the dashboard, and the recorder keeps what it is told."""
+"""The metric names of docs/design.md reach the dashboard; the recorder keeps what it is told."""
 
 from __future__ import annotations
 

@@ -26,8 +26,11 @@ _NO_TELEMETRY: TelemetryConfig = {
     "operation_spans": False,
 }
 
-# Every mutating route lists this in ``dependencies=``; a unit test checks none is missing.
+# Every mutating route lists WRITE in ``dependencies=``, every read that answers personal data
+# (phone, email, name, plate, licence or policy number) PERSONAL; unit tests check none is
+# missing. One dependency: the same bearer token opens both.
 WRITE = Depends(require_token)
+PERSONAL = Depends(require_token)
 
 
 def new_api(

@@ -177,6 +177,40 @@ def _error_schemas() -> dict[str, Any]:
     return {**defs, "Error": schema}
 
 
+def add_links(schema: dict[str, Any]) -> None:
+    """OpenAPI links from each answer that names a thing to every route addressed by it: a
+    hold's ``hold_id`` to rate, confirm, release; an appointment's to reschedule and cancel.
+    Read from the document (a 2xx body with the property a path id is named after), so a new
+    route is linked without anyone writing the link; a fuzzer follows them as workflows."""
+    schemas = schema.get("components", {}).get("schemas", {})
+    operations = [
+        (path, method, operation)
+        for path, item in schema.get("paths", {}).items()
+        for method, operation in item.items()
+    ]
+    for _, _, operation in operations:
+        for status, response in operation.get("responses", {}).items():
+            if not status.startswith("2"):
+                continue
+            ref = (
+                response.get("content", {})
+                .get("application/json", {})
+                .get("schema", {})
+                .get("$ref", "")
+            )
+            answered = set(schemas.get(ref.rsplit("/", 1)[-1], {}).get("properties", {}))
+            links = {}
+            for _, _, target in operations:
+                ids = [p["name"] for p in target.get("parameters", []) if p["in"] == "path"]
+                if ids and set(ids) <= answered and "operationId" in target:
+                    links[target["operationId"]] = {
+                        "operationId": target["operationId"],
+                        "parameters": {f"path.{i}": f"$response.body#/{i}" for i in ids},
+                    }
+            if links:
+                response["links"] = links
+
+
 def document_statuses(app: FastAPI) -> None:
     """Make ``app.openapi()`` list every route's error statuses (:func:`route_statuses`) with
     the :class:`Error` schema, computed when the document is first asked for, so every route
@@ -194,6 +228,7 @@ def document_statuses(app: FastAPI) -> None:
             schema = generate()
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(_error_schemas())
+            add_links(schema)
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -164,3 +164,29 @@ async def test_the_bodies_the_edge_answers_fit_the_error_schema():
     for answer in answers:
         Error.model_validate_json(answer.content, strict=True)
         assert answer.headers["content-type"] == "application/json"
+
+
+def test_answers_link_to_the_routes_they_name():
+    docs = {spec.name: spec.schema(SETTINGS).openapi() for spec in service_apps()}
+
+    def links(app: str, path: str, method: str, status: str) -> dict[str, Any]:
+        return docs[app]["paths"][path][method]["responses"][status]["links"]
+
+    hold = links("inventory", "/holds", "post", "201")
+    targets = {link["operationId"] for link in hold.values()}
+    assert {
+        docs["inventory"]["paths"]["/holds/{hold_id}/confirm"]["post"]["operationId"],
+        docs["inventory"]["paths"]["/holds/{hold_id}/rate"]["post"]["operationId"],
+        docs["inventory"]["paths"]["/holds/{hold_id}"]["delete"]["operationId"],
+    } <= targets
+    for link in hold.values():
+        for parameter, value in link["parameters"].items():
+            name = parameter.removeprefix("path.")
+            assert value == f"$response.body#/{name}"
+    appointment = links("scheduling", "/appointments", "post", "201")
+    paths = docs["scheduling"]["paths"]
+    assert {
+        paths["/appointments/{appointment_id}/reschedule"]["post"]["operationId"],
+        paths["/appointments/{appointment_id}/cancel"]["post"]["operationId"],
+    } <= {link["operationId"] for link in appointment.values()}
+    assert "links" in docs["calls"]["paths"][""]["post"]["responses"]["201"]

@@ -34,7 +34,7 @@ CHECKS = ",".join(
 # repeat until the time is spent).
 MAX_EXAMPLES = int(os.environ.get("CALLMESH_FUZZ_EXAMPLES", "40"))
 TIMEOUT_SECONDS = 300
-SEED = 7001
+SEED = int(os.environ.get("CALLMESH_FUZZ_SEED", "7001"))
 HERE = Path(__file__).resolve().parent
 
 

@@ -127,7 +127,8 @@ def route_statuses(route: APIRoute) -> list[int]:
     """The error statuses a route can answer, from what the route is.
 
     Every route can answer 503 (a store down, or load shed); 422 when it takes any input;
-    413 with a body; 401 behind the token; 429 on a write (the rate limits); 404 when it names
+    413 with a body; 401 behind the token; 429 on a POST, PUT or DELETE (the rate limits on
+    writes go by method; a lookup by phone is a POST too); 404 when it names
     something (a path id, a phone to look up, a body naming a unit, a call or a service); 409
     on a write that is keyed or names what it changes; 410 on a hold."""
     dependant = route.dependant
@@ -137,10 +138,10 @@ def route_statuses(route: APIRoute) -> list[int]:
     keyed = any(p.alias == "Idempotency-Key" for p in dependant.header_params)
     token = any(d.dependency is require_token for d in route.dependencies)
     by_phone = any(p.name == "phone" for p in dependant.query_params)
-    # A POST that reads (a lookup by phone) lists PERSONAL, not WRITE: no rate limit, no 409.
-    write = any(is_write(m) for m in route.methods or ()) and not any(
-        d is PERSONAL for d in route.dependencies
-    )
+    posted = any(is_write(m) for m in route.methods or ())
+    # A POST that reads (a lookup by phone) lists PERSONAL, not WRITE: it changes nothing, so
+    # no 409; the rate limits go by method, so it may still answer 429.
+    write = posted and not any(d is PERSONAL for d in route.dependencies)
     statuses = {503}
     if inputs:
         statuses.add(422)
@@ -148,7 +149,7 @@ def route_statuses(route: APIRoute) -> list[int]:
         statuses.add(413)
     if token:
         statuses.add(401)
-    if write:
+    if posted:
         statuses.add(429)
     if has_path or has_body or by_phone:
         statuses.add(404)

@@ -89,11 +89,9 @@ def _schemathesis(mesh: Mesh, app: str, reports: Path) -> tuple[subprocess.Compl
 # The workflows the links must carry the fuzzer through: a route reached only with an id the
 # fuzzer made up answers 404 every time, and schemathesis names it as missing test data.
 WORKFLOWS = {
-    "inventory": [
-        "POST /holds/{hold_id}/rate",
-        "POST /holds/{hold_id}/confirm",
-        "DELETE /holds/{hold_id}",
-    ],
+    # Not the rate: its link is followed, but a made-up rate is mostly outside the unit's
+    # bounds (422), so whether it is ever accepted depends on the seed.
+    "inventory": ["POST /holds/{hold_id}/confirm", "DELETE /holds/{hold_id}"],
     "scheduling": [
         "POST /appointments/{appointment_id}/reschedule",
         "POST /appointments/{appointment_id}/cancel",

@@ -375,6 +375,11 @@ class MeshClient:
         response = await self._send("GET", path, params=params, retry_safe=True)
         return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
 
+    async def _lookup(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        # A read sent as a POST so what it is keyed by (a phone number) stays out of URLs:
+        # safe to retry, and it takes no idempotency key.
+        return await self._send("POST", path, json_body=body, retry_safe=True)
+
     async def _write(
         self,
         operation: str,
@@ -406,12 +411,14 @@ class MeshClient:
     async def find_customer(self, phone: str) -> Customer | None:
         """The customer with that phone number, or None for a first-time caller."""
         try:
-            return await self._get("/scheduling/customers", Customer, phone=phone)
+            response = await self._lookup("/scheduling/customers/lookup", {"phone": phone})
         except MeshNotFound:
             return None
+        return Customer.model_validate_json(response.content)
 
     async def list_appointments(self, phone: str) -> list[Appointment]:
-        return await self._get_list("/scheduling/appointments", Appointment, phone=phone)
+        response = await self._lookup("/scheduling/appointments/lookup", {"phone": phone})
+        return TypeAdapter(list[Appointment]).validate_json(response.content)
 
     async def book_appointment(
         self,

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from ray import serve
 
-from deployments.api import WRITE, IdempotencyKey, new_api
+from deployments.api import PERSONAL, WRITE, IdempotencyKey, new_api
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -98,7 +98,7 @@ def build_calls_api(
             await on_ended(summary)
         return summary
 
-    @app.get("/{call_id}", tags=["calls"])
+    @app.get("/{call_id}", dependencies=[PERSONAL], tags=["calls"])
     async def get_call(call_id: str, calls: Calls) -> CallDetail:
         """A call with its usage so far, its events, and its summary once ended."""
         return await calls.get_call(call_id)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from deployments.haproxy_log import AccessLogRelay
 from services.embedded import pid_alive
 from services.settings import Settings, get_settings
@@ -104,12 +106,25 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # One line per health poll is noise; warnings still show.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        sys.exit(settings_refused(exc))
     if args.command == "up":
         sys.exit(up_command(settings, args))
     if args.command == "down":
         sys.exit(down_command(settings))
     sys.exit(status_command(settings))
+
+
+def settings_refused(exc: ValidationError) -> int:
+    """Print why the settings were refused, one line each, and the exit status (2)."""
+    print("callmesh: the settings are not valid:", file=sys.stderr)
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        print(f"  {where + ': ' if where else ''}{message}", file=sys.stderr)
+    return 2
 
 
 # -- state file and the process it names --------------------------------------------------------

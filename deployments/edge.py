@@ -127,6 +127,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8): bad input, as any other.
+        return error_response(
+            422, "invalid_input", "The request body is not valid JSON of the expected shape."
+        )
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else "The request was refused."
     headers = dict(exc.headers) if exc.headers else None

@@ -76,7 +76,18 @@ def build_gateway_api(
     )
     merged: dict[str, Any] = {}
 
-    @app.get("/healthz", tags=["health"], summary="State of the stores and every deployment")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="State of the stores and every deployment",
+        responses={
+            503: {
+                "description": "A store is down: the same body, status degraded.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}},
+            }
+        },
+    )
     async def healthz() -> JSONResponse:
         stores = await store_health()
         try:

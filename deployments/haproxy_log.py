@@ -1,13 +1,19 @@
 """HAProxy's access log, masked, in a file under the data folder.
 
 Ray's HAProxy template logs every request with ``option httplog`` to one target,
-``RAY_SERVE_HAPROXY_LOG_TARGET`` (UDP syslog on 127.0.0.1:514 unless told otherwise), and the
-request line it logs carries the query string as sent: ``GET
-/scheduling/customers?phone=%2B15551234567``. ``callmesh up`` points that target at a unix
-datagram socket in its private HAProxy folder, and :class:`AccessLogRelay`, a thread of
-``callmesh up``, reads it, masks each line (:func:`mask_access_line`) and appends it to
-``<data_dir>/logs/haproxy-access.log``. Nothing else listens there: while the relay does not
-run, HAProxy's datagrams are dropped and nothing reaches syslog.
+``RAY_SERVE_HAPROXY_LOG_TARGET`` (UDP syslog on 127.0.0.1:514 unless told otherwise), request
+line included. ``callmesh up`` points that target at a unix datagram socket in its private
+HAProxy folder, and :class:`AccessLogRelay`, a thread of ``callmesh up``, reads it, cleans
+each line (:func:`mask_access_line`) and appends it to ``<data_dir>/logs/haproxy-access.log``.
+Nothing else listens there: while the relay does not run, HAProxy's datagrams are dropped and
+nothing reaches syslog.
+
+Phone numbers no longer travel in URLs (lookups by phone are POST bodies), so a request line
+keeps only what an operator reads it for: method, path, the names of the query parameters,
+version. Query values are dropped, not masked: the deprecated GET lookups and free-text
+searches are all that still put personal data in a URL, and dropping is exact where masking
+guesses. The path is still masked: a call id is the caller's choice (a LiveKit SIP room name
+carries the caller's number).
 """
 
 from __future__ import annotations
@@ -40,18 +46,18 @@ _PRIORITY = re.compile(r"^<\d{1,3}>")
 _HTTPLOG = re.compile(
     r'^(?P<head>[^"]*\[\d{2}/[A-Za-z]{3}/\d{4}:[\d:.]+\][^"]*)(?P<request>".*)$', re.DOTALL
 )
-# The token a truncated line ends in: part of a query value, perhaps of a phone number.
+# The token a truncated line ends in: part of a path segment or of a query value.
 _PARTIAL_TAIL = re.compile(r"[^?&;=/\s]*$")
 TRUNCATED = "[truncated]"
 
 
 def mask_access_line(datagram: bytes) -> str:
-    """One HAProxy log datagram as one masked line, without its syslog priority.
+    """One HAProxy log datagram as one line, without its syslog priority.
 
     An httplog line keeps HAProxy's fields as they are (masking them would take a status
-    code and a byte count for a phone number) and masks its request line; a line HAProxy
-    cut at its length limit loses the token it was cut in; any other line (a server going
-    down, a health check) is masked whole."""
+    code and a byte count for a phone number); its request line keeps the method, the masked
+    path, the query parameters' names and the version (:func:`_request_line`). Any other line
+    (a server going down, a health check) is masked whole."""
     text = datagram.decode("utf-8", errors="replace").rstrip("\x00\r\n")
     text = _PRIORITY.sub("", text, count=1)
     # One datagram, one line: a newline inside cannot forge a second entry.
@@ -59,10 +65,21 @@ def mask_access_line(datagram: bytes) -> str:
     match = _HTTPLOG.match(text)
     if match is None:
         return mask_text(text)
-    request = match["request"]
-    if len(request) < 2 or not request.endswith('"'):
-        request = _PARTIAL_TAIL.sub(TRUNCATED, request, count=1)
-    return match["head"] + mask_text(request)
+    return match["head"] + _request_line(match["request"])
+
+
+def _request_line(request: str) -> str:
+    """``"GET /a/b?x=1&y=2 HTTP/1.1"`` as ``"GET /a/b?x&y HTTP/1.1"``, the path masked; a
+    line HAProxy cut at its length limit (no closing quote) loses the token it was cut in."""
+    complete = len(request) >= 2 and request.endswith('"')
+    method, _, rest = request[1 : -1 if complete else None].partition(" ")
+    target, space, version = rest.partition(" ")
+    if not complete and not space:
+        target = _PARTIAL_TAIL.sub(TRUNCATED, target, count=1)
+    path, question, query = target.partition("?")
+    names = "&".join(part.partition("=")[0] for part in query.split("&") if part)
+    line = f'"{method} {mask_text(path)}{question}{mask_text(names)}{space}{version}'
+    return line + '"' if complete else line
 
 
 class AccessLogRelay:

@@ -23,9 +23,10 @@ _EMAIL = re.compile(_TOKEN_START + r"([\w.+-])(?:[\w.+-]|%2[BbEe])*(@|%40)([\w-]
 # Seven or more digits, optionally with a leading + and spaces, dots, dashes or brackets
 # (also percent-encoded); an ISO date (2026-11-23) or the tail of a UUID is not a phone number.
 _PHONE_SEPARATOR = r"(?:[\s().+-]|%(?:20|28|29|2[BbDdEe]))"
+# An underscore is a boundary: a LiveKit SIP room (a call id) is named "call-_+15551234567_x".
 _PHONE = re.compile(
-    r"(?:(?<![\w%-])|(?<=%[0-9A-Fa-f]{2}))(?!\d{4}-\d{2}-\d{2})(?:\+|%2[Bb])?"
-    rf"(?:{_PHONE_SEPARATOR}*\d){{7,15}}(?![\w])"
+    r"(?:(?<![^\W_]|[%-])|(?<=%[0-9A-Fa-f]{2}))(?!\d{4}-\d{2}-\d{2})(?:\+|%2[Bb])?"
+    rf"(?:{_PHONE_SEPARATOR}*\d){{7,15}}(?![^\W_])"
 )
 # Licence-shaped: one to three capitals, then 6 to 14 digits, in groups joined by dashes
 # (BL-100234, A1234567, D1234-5678, A123-456-78-901-0, "BL 100234"); a lowercase prefix only

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import WRITE, IdempotencyKey, new_api
+from deployments.api import PERSONAL, WRITE, IdempotencyKey, new_api
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -55,6 +55,10 @@ class Reschedule(_Body):
 
 class AppointmentCancellation(_Body):
     reason: str = Field(max_length=500)
+
+
+class PhoneLookup(_Body):
+    phone: str = Field(max_length=64, description="As said or typed.")
 
 
 class CallbackRequest(_Body):
@@ -130,7 +134,7 @@ def build_scheduling_api(
         count("confirmed")
         return drive
 
-    @app.get("/appointments/{appointment_id}", tags=["appointments"])
+    @app.get("/appointments/{appointment_id}", dependencies=[PERSONAL], tags=["appointments"])
     async def get_appointment(appointment_id: str, scheduling: Scheduling) -> Appointment:
         return await scheduling.get_appointment(appointment_id)
 
@@ -165,18 +169,30 @@ def build_scheduling_api(
         count("cancelled")
         return appointment
 
-    # The phone number is a query parameter named `phone`, never a path segment: the access
-    # log relay masks that parameter's whole value (docs/architecture.md, The edge).
-    @app.get("/customers", tags=["customers"])
-    async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
+    # Lookups by phone are POST bodies, so a phone number is never in a URL or an access log.
+    @app.post("/customers/lookup", dependencies=[PERSONAL], tags=["customers"])
+    async def lookup_customer(body: PhoneLookup, scheduling: Scheduling) -> Customer:
         """The customer with that phone number, their vehicles and learned preferences."""
+        return await scheduling.get_customer(body.phone)
+
+    @app.post("/appointments/lookup", dependencies=[PERSONAL], tags=["appointments"])
+    async def lookup_customer_appointments(
+        body: PhoneLookup, scheduling: Scheduling
+    ) -> list[Appointment]:
+        """A customer's upcoming confirmed appointments, soonest first."""
+        return await scheduling.list_customer_appointments(body.phone)
+
+    # The GET forms put the phone number in the URL; kept for old callers only.
+    @app.get("/customers", dependencies=[PERSONAL], tags=["customers"], deprecated=True)
+    async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
+        """Deprecated: use POST /scheduling/customers/lookup (the phone stays out of URLs)."""
         return await scheduling.get_customer(phone)
 
-    @app.get("/appointments", tags=["appointments"])
+    @app.get("/appointments", dependencies=[PERSONAL], tags=["appointments"], deprecated=True)
     async def list_customer_appointments(
         phone: PhoneQuery, scheduling: Scheduling
     ) -> list[Appointment]:
-        """A customer's upcoming confirmed appointments, soonest first."""
+        """Deprecated: use POST /scheduling/appointments/lookup (the phone stays out of URLs)."""
         return await scheduling.list_customer_appointments(phone)
 
     @app.post("/callbacks", status_code=201, dependencies=[WRITE], tags=["callbacks"])
@@ -192,7 +208,7 @@ def build_scheduling_api(
             idempotency_key=idempotency_key,
         )
 
-    @app.get("/callbacks", tags=["callbacks"])
+    @app.get("/callbacks", dependencies=[PERSONAL], tags=["callbacks"])
     async def list_callbacks(
         scheduling: Scheduling, date: Annotated[dt.date | None, Query()] = None
     ) -> list[Callback]:

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import WRITE, new_api
+from deployments.api import PERSONAL, WRITE, new_api
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -120,7 +120,7 @@ def build_verification_api(
             body.call_id, body.policy_number, body.required_amount
         )
 
-    @app.get("/calls/{call_id}", tags=["checks"])
+    @app.get("/calls/{call_id}", dependencies=[PERSONAL], tags=["checks"])
     async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
         """Every check recorded for the call, oldest first."""
         return await verification.list_for_call(call_id)

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:
+        # Without a token every write and every read of personal data is open to anyone who
+        # reaches the port: fine on a laptop, never in production.
+        if self.environment == "production" and self.api_token is None:
+            raise ValueError(
+                "CALLMESH_ENVIRONMENT=production needs CALLMESH_API_TOKEN: without it every "
+                "write and every read of personal data is open; set a long random secret"
+            )
         if self.environment == "production" and self.api_token is not None:
             if self.api_token.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError("CALLMESH_API_TOKEN is a placeholder; set a real secret")

@@ -246,6 +246,8 @@ class AnalyticsService:
             )
         for row in costs:
             key = (row["day"], row["flow"])
+            if key not in totals:
+                continue  # the empty grouping set's row of a window with no calls
             t = totals[key]
             stats[key].cost_per_call = CostPerCall(
                 mean=_usd(t.cost / t.calls), p50=_usd(row["p50"]), p95=_usd(row["p95"])

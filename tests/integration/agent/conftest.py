@@ -102,7 +102,12 @@ async def mesh(fresh) -> AsyncIterator[Mesh]:
         mesh_timeout_seconds=30,
     )
     transport = httpx.ASGITransport(app=PrefixDispatcher(apps))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mesh") as http:
+    # The token too: the tests' own reads (a call's detail, the audit) answer personal data.
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://mesh",
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    ) as http:
         yield Mesh(http, settings, agent_settings, fresh)
     await provider.aclose()
 

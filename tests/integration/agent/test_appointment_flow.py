@@ -107,6 +107,6 @@ async def test_a_refusal_is_heard_as_the_mesh_sentence(mesh, sim):
 
 
 async def _confirmed_appointments(mesh, phone: str) -> int:
-    response = await mesh.http.get("/scheduling/appointments", params={"phone": phone})
+    response = await mesh.http.post("/scheduling/appointments/lookup", json={"phone": phone})
     assert response.status_code == 200, response.text
     return len(response.json())

@@ -78,22 +78,25 @@ async def _lines_with(path: Path, marker: str, count: int) -> list[str]:
         await asyncio.sleep(0.2)
 
 
-async def test_query_strings_reach_the_access_log_masked(mesh: Mesh, anonymous: httpx.AsyncClient):
+async def test_the_access_log_keeps_paths_masked_and_drops_query_values(
+    mesh: Mesh, anonymous: httpx.AsyncClient
+):
     assert mesh.haproxy.relay is not None
     log_path = mesh.haproxy.relay.log_path
     assert log_path == mesh.settings.data_dir / "logs" / "haproxy-access.log"
-    marker = secrets.token_hex(6)
-    # As an HTTP client sends them: the + of a phone number and the @ percent-encoded.
+    marker = f"m{secrets.token_hex(6)}"
+    # As an HTTP client sends them: the + of a phone number and the @ percent-encoded; a call
+    # id named as LiveKit names a SIP room, the caller's number in it.
     for url in (
-        f"/scheduling/customers?phone=%2B{PHONE}&probe={marker}",
-        f"/inventory/units?query=jane.doe%40example.com&probe={marker}",
+        f"/inventory/units/probe-{marker}?phone=%2B{PHONE}&email=jane.doe%40example.com",
+        f"/calls/call-_%2B{PHONE}_{marker}",
     ):
         response = await anonymous.get(url)
         assert response.status_code < 500
     lines = await _lines_with(log_path, marker, 2)
     assert len(lines) == 2, lines
-    assert f'"GET /scheduling/customers?phone=***67&probe={marker} HTTP/1.1"' in lines[0]
-    assert f'"GET /inventory/units?query=j***%40example.com&probe={marker} HTTP/1.1"' in lines[1]
+    assert f'"GET /inventory/units/probe-{marker}?phone&email HTTP/1.1"' in lines[0]
+    assert f'"GET /calls/call-_***67_{marker} HTTP/1.1"' in lines[1]
     text = "\n".join(_lines_of(log_path))
     assert PHONE not in text
     assert "jane.doe" not in text

@@ -42,7 +42,7 @@ async def test_a_test_drive_books_desk_and_car_through_the_handle(client: httpx.
     taken = await client.post("/scheduling/test-drives", json=other)
     assert taken.status_code == 409, taken.text
     assert taken.json()["error"]["code"] == "unavailable"
-    mine = await client.get("/scheduling/appointments", params={"phone": "+15553330102"})
+    mine = await client.post("/scheduling/appointments/lookup", json={"phone": "+15553330102"})
     assert mine.status_code == 200 and mine.json() == []
 
 
@@ -50,7 +50,7 @@ async def test_an_unknown_car_is_404_and_books_nothing(client: httpx.AsyncClient
     body = {"phone": "+15553330103", "vehicle_unit_id": "VEH-NOPE-99", "start": _weekday_at(16)}
     r = await client.post("/scheduling/test-drives", json=body)
     assert r.status_code == 404, r.text
-    mine = await client.get("/scheduling/appointments", params={"phone": "+15553330103"})
+    mine = await client.post("/scheduling/appointments/lookup", json={"phone": "+15553330103"})
     assert mine.json() == []
 
 

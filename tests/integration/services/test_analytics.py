@@ -247,3 +247,11 @@ async def test_the_demo_history_has_something_to_show(fresh):
     assert result.total.tool_latency_ms and result.total.shared
     # The demo calls were all counted already: nothing to catch up on.
     assert await analytics.catch_up(today - timedelta(days=7), today) == 0
+
+
+async def test_a_window_without_calls_is_all_zero_not_an_error(history):
+    # Found by schemathesis: GET /analytics/summary?until=2000-01-01 answered 500 (KeyError).
+    _, analytics, _ = history
+    result = await analytics.summary("1999-12-26", "2000-01-01")
+    assert result.total.calls == 0 and result.total.cost_per_call is None
+    assert result.flows == {} and len(result.days) == 7

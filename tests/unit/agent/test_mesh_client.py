@@ -200,6 +200,27 @@ async def test_a_missing_customer_is_none_not_an_error():
     assert await client.find_customer("5125550147") is None
 
 
+async def test_lookups_by_phone_send_the_phone_in_a_body_not_the_url():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _error(404, "not_found", "I could not find a customer.")
+
+    client, _ = _client(answer)
+    await client.find_customer("5125550147")
+    with pytest.raises(MeshNotFound):
+        await client.list_appointments("5125550147")
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/scheduling/customers/lookup"),
+        ("POST", "/scheduling/appointments/lookup"),
+    ]
+    for request in seen:
+        assert "5125550147" not in str(request.url)
+        assert json.loads(request.content) == {"phone": "5125550147"}
+        assert "Idempotency-Key" not in request.headers
+
+
 async def test_a_tool_is_timed_and_reported_to_the_calls_service():
     sent: list[object] = []
 

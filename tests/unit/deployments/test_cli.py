@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from deployments import cli
 from services.settings import Settings
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _settings(tmp_path) -> Settings:
@@ -200,3 +204,26 @@ def test_ray_is_always_a_new_local_cluster_on_loopback(monkeypatch):
     # Ray's processes, and this one, take the loopback address as the node's.
     assert os.environ[cli.RAY_CLUSTER_ENV] == "0"
     assert ray_constants.ENABLE_RAY_CLUSTER is False
+
+
+def test_up_in_production_without_a_token_refuses_to_start_with_a_sentence(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CALLMESH_") and k != "PYTHONPATH"
+    }
+    env |= {
+        "CALLMESH_ENVIRONMENT": "production",
+        "CALLMESH_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from deployments.cli import main; main(['up'])"],
+        cwd=tmp_path,  # no .env of the repository
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "CALLMESH_ENVIRONMENT=production needs CALLMESH_API_TOKEN" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started

@@ -187,6 +187,16 @@ async def test_malformed_json_is_422_not_500():
     assert r.json()["error"]["code"] == "invalid_input"
 
 
+async def test_a_body_that_is_not_utf8_is_422_not_400():
+    app, _ = _app()
+    async with _client(app) as c:
+        r = await c.post(
+            "/things", content=b"\xff\xfe\x02", headers={**AUTH, "content-type": "application/json"}
+        )
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_input"
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}],

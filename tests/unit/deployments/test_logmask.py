@@ -18,6 +18,8 @@ pytestmark = pytest.mark.unit
         ("call from +1 (555) 123-4567 today", "123-4567", "***67"),
         ("email john.smith@gmail.com please", "john.smith", "j***@gmail.com"),
         ("reach 5551234567 or jane@x.org", "5551234567", "***67"),
+        # A LiveKit SIP room name, used as the call id: the caller's number between underscores.
+        ("call call-_+15551234567_AbCd ended", "15551234567", "call-_***67_AbCd"),
     ],
 )
 def test_mask_text_hides_phones_and_emails(text: str, hidden: str, kept: str):

@@ -11,7 +11,7 @@ import yaml
 from fastapi.routing import APIRoute
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.api import WRITE
+from deployments.api import PERSONAL, WRITE
 from deployments.edge import is_write
 from deployments.gateway import build_gateway_api
 from deployments.openapi import merge_openapi
@@ -39,6 +39,111 @@ def test_every_mutating_route_requires_the_token():
         and not any(d.dependency is WRITE.dependency for d in route.dependencies)
     ]
     assert missing == []
+
+
+# Response fields that carry personal data (DESIGN.md: phone, email, name, plate, licence or
+# policy number). A verification's subject is the licence, operator or policy as said.
+PERSONAL_FIELDS = frozenset(
+    {"phone", "caller_phone", "email", "customer_name", "plate", "subject", "licence_number"}
+    | {"policy_number", "operator_id"}
+)
+# "name" is a person's only in these models (elsewhere a unit's, a tool's, a service's).
+PERSONAL_NAME_MODELS = frozenset({"Customer"})
+
+
+def _response_fields(schema: object, components: dict) -> set[str]:
+    """Every property name a response schema can carry, "name" only where it is a person's."""
+    found: set[str] = set()
+    seen: set[str] = set()
+
+    def walk(node: object, model: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, model)
+            return
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                walk(components[name], name)
+            return
+        for field, sub in node.get("properties", {}).items():
+            if field != "name" or model in PERSONAL_NAME_MODELS:
+                found.add(field)
+            walk(sub, model)
+        for key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
+            walk(node.get(key), model)
+
+    walk(schema, "")
+    return found
+
+
+def _personal_routes() -> list[tuple[str, str, str, set[str]]]:
+    """(application, method, path, personal fields) of every route whose success answer
+    carries personal data, found from each application's OpenAPI document."""
+    out = []
+    for spec in service_apps():
+        doc = spec.schema(SETTINGS).openapi()
+        components = doc.get("components", {}).get("schemas", {})
+        for path, item in doc["paths"].items():
+            for method, operation in item.items():
+                for status, response in operation["responses"].items():
+                    if not status.startswith("2"):
+                        continue
+                    for media in response.get("content", {}).values():
+                        personal = _response_fields(media.get("schema"), components)
+                        personal &= PERSONAL_FIELDS
+                        if personal:
+                            out.append((spec.name, method.upper(), path, personal))
+    return out
+
+
+def test_every_route_answering_personal_data_requires_the_token():
+    routes = {(name, m, route.path): route for name, route in _routes() for m in route.methods}
+    personal = _personal_routes()
+    # The walk finds what it must: the lookups, the audit, a call's detail.
+    found = {(name, method, path) for name, method, path, _ in personal}
+    assert {
+        ("scheduling", "POST", "/customers/lookup"),
+        ("scheduling", "POST", "/appointments/lookup"),
+        ("scheduling", "GET", "/customers"),
+        ("scheduling", "GET", "/appointments"),
+        ("scheduling", "GET", "/appointments/{appointment_id}"),
+        ("scheduling", "GET", "/callbacks"),
+        ("calls", "GET", "/{call_id}"),
+        ("verification", "GET", "/calls/{call_id}"),
+    } <= found
+    open_routes = [
+        f"{name} {method} {path} answers {sorted(fields)}"
+        for name, method, path, fields in personal
+        if not any(
+            d.dependency is PERSONAL.dependency for d in routes[(name, method, path)].dependencies
+        )
+    ]
+    assert open_routes == []
+
+
+def test_phone_lookups_by_query_string_are_deprecated_aliases():
+    docs = {spec.name: spec.schema(SETTINGS).openapi() for spec in service_apps()}
+    paths = docs["scheduling"]["paths"]
+    for path in ("/customers", "/appointments"):
+        assert paths[path]["get"].get("deprecated") is True
+        assert "deprecated" not in paths[f"{path}/lookup"]["post"]
+    # No other route takes a phone number in its URL.
+    in_urls = [
+        f"{method} {path}"
+        for doc in docs.values()
+        for path, item in doc["paths"].items()
+        for method, operation in item.items()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] in ("query", "path")
+        and "phone" in parameter["name"]
+        and not operation.get("deprecated")
+    ]
+    assert in_urls == []
 
 
 def test_the_design_contract_paths_exist():

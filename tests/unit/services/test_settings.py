@@ -48,6 +48,8 @@ def test_parse_hours() -> None:
         {"redis_prefix": "Bad Prefix"},
         {"pg_pool_min": 20, "pg_pool_max": 5},
         {"environment": "production", "api_token": "changeme"},
+        {"environment": "production"},
+        {"environment": "production", "api_token": None},
         # Shorter than the test-drive saga's 14-day sweep would purge records it still reads.
         {"idempotency_retention_days": 14},
     ],
@@ -55,3 +57,11 @@ def test_parse_hours() -> None:
 def test_bad_settings_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, **overrides)  # type: ignore[arg-type, call-arg]
+
+
+def test_production_without_a_token_says_what_to_set() -> None:
+    with pytest.raises(ValidationError, match="production needs CALLMESH_API_TOKEN"):
+        Settings(_env_file=None, environment="production")  # type: ignore[call-arg]
+    token = "a-long-random-secret-0123456789"
+    ok = Settings(_env_file=None, environment="production", api_token=token)  # type: ignore[call-arg, arg-type]
+    assert ok.api_token is not None

@@ -2,8 +2,10 @@
 
 The documents say a hold's start is a string and an appointment's a date-time; almost every
 string the fuzzer makes up is refused with 422, so its workflows (hold -> rate -> confirm ->
-release, appointment -> reschedule -> cancel) would never start. Half of the generated bodies
-of those two routes become bookable ones here; the other half stay as generated.
+release, appointment -> reschedule -> cancel, call -> events -> end) would never start. Half
+of the generated bodies of the routes that start them become valid ones here (a call's flow
+is one of four words, which a made-up string almost never is); the other half stay as
+generated.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def _rental(days_ahead: int, days: int, unit: str) -> dict[str, Any]:
     return {"unit_id": unit, "start": start.isoformat(), "end": end.isoformat()}
 
 
+def _call(flow: str, phone: int) -> dict[str, Any]:
+    return {"flow": flow, "caller_phone": f"+1617555{phone:04d}", "channel": "phone"}
+
+
 def _appointment(days_ahead: int, hour: int, phone: int) -> dict[str, Any]:
     day = date.today() + timedelta(days=days_ahead)
     while day.weekday() > 4:
@@ -53,6 +59,12 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
         valid = st.builds(
             lambda a: {"start": a["start"]},
             st.builds(_appointment, st.integers(7, 60), st.integers(9, 15), st.just(0)),
+        )
+    elif route == ("POST", ""):  # the calls application's start of a call
+        valid = st.builds(
+            _call,
+            st.sampled_from(["appointment", "rental", "dealership", "intake"]),
+            st.integers(0, 9999),
         )
     else:
         return st.just(body)

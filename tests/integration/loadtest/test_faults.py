@@ -94,12 +94,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FaultResult
 
 
 # Failing today, each for a reason outside the suite (docs/reliability.md, "Fault suite"). Not
-# strict: whether a terminated connection meets a request in flight depends on timing.
+# strict: whether the killed replica had a request in flight depends on timing.
 KNOWN_FAILING = {
-    ("pg-terminate", "errors_actionable"): (
-        "a request on a terminated PostgreSQL connection answers 500, not 503 with Retry-After "
-        "(issue 7 defect 8: one definition of 'the store is down')"
-    ),
     ("replica-kill", "errors_actionable"): (
         "requests in flight to a killed replica end with the connection closed, no answer"
     ),

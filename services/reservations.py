@@ -133,6 +133,10 @@ _INSERT_BOOKING = f"""INSERT INTO bookings
  RETURNING {_BOOKING_COLUMNS}"""  # noqa: S608 - constant column list
 
 
+_SELECT_CONFIRMED_OVERLAPPING = f"""SELECT {_BOOKING_COLUMNS} FROM bookings
+ WHERE resource_id = $1 AND during && $2 AND status = 'confirmed'"""  # noqa: S608 - constant
+
+
 @lru_cache(maxsize=64)
 def _insert_with_details(statements: tuple[str, ...]) -> str:
     """The booking's INSERT with each statement beside it as a WITH clause, its parameters
@@ -453,6 +457,7 @@ class ReservationStore:
         except asyncpg.ExclusionViolationError:
             # Redis let us hold it, but PostgreSQL has a booking there: Redis had lost state.
             await self._release_quietly(key, cell_keys, pending, drop_hash=True)
+            await self._remark_booked_quietly(hold)
             raise Unavailable(
                 "That time was booked by someone else in the meantime; choose another time.",
                 resource_id=resource_id,
@@ -573,6 +578,30 @@ class ReservationStore:
         raise HoldExpired(
             "That hold has expired or was released; place a new hold.", hold_id=hold_id
         )
+
+    async def _remark_booked_quietly(self, hold: Hold) -> None:
+        """Mark the cells of the bookings PostgreSQL has over a hold's range (Redis had lost
+        them), where no one holds them, so the next hold there is refused at once."""
+        try:
+            rows = await self.pool.fetch(
+                _SELECT_CONFIRMED_OVERLAPPING,
+                hold.resource_id,
+                Range(hold.start, hold.end, lower_inc=True, upper_inc=False),
+            )
+            for row in rows:
+                booking = Booking.from_row(row)
+                booked = f"B:{booking.booking_id}"
+                cells = self.cells(booking.start, booking.end, hold.cell_seconds)
+                await _finalize(
+                    self.redis,
+                    [
+                        f"{self._tag(booking.resource_id)}:h:-",
+                        *self.cell_keys(hold.resource_id, cells),
+                    ],
+                    [booked, booked, _ms(booking.end)],
+                )
+        except (*PG_UNAVAILABLE, asyncpg.PostgresError, RedisError, InvalidInput):
+            log.warning("could not mark a booking Redis had lost", extra={"hold_id": hold.hold_id})
 
     async def _release_quietly(
         self, key: str, cell_keys: list[str], marker: str, *, drop_hash: bool

@@ -29,6 +29,7 @@ def _header_and_body(name: str) -> tuple[str, str]:
 def test_every_script_is_checked() -> None:
     assert SCRIPTS == [
         "claim.lua",
+        "epoch.lua",
         "finalize.lua",
         "negotiate.lua",
         "release.lua",

@@ -23,6 +23,7 @@ from deployments.replica import (
     ReplicaContext,
     autoscaling,
 )
+from services import reconcile
 from services.errors import DomainError, HoldExpired, Unavailable, VerificationRequired
 from services.inventory import (
     HoldRequest,
@@ -192,6 +193,10 @@ class InventoryDeployment:
             settings=settings,
             requirements=checker,
         )
+        # Rebuilds Redis's booked cells from PostgreSQL now and after any loss of Redis data.
+        self.reconcile = reconcile.watch(
+            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self.context.limit_writes(
@@ -222,6 +227,7 @@ class InventoryDeployment:
         return await self.service.cancel_rental_for_hold(hold_id, reason)
 
     async def __del__(self) -> None:
+        await self.reconcile.stop()
         await self.context.close()
 
 

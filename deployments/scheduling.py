@@ -23,6 +23,7 @@ from deployments.replica import (
     ReplicaContext,
     autoscaling,
 )
+from services import reconcile
 from services.errors import Unavailable
 from services.scheduling import (
     Appointment,
@@ -234,6 +235,10 @@ class SchedulingDeployment:
             settings=settings,
             vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
+        # Rebuilds Redis's booked cells from PostgreSQL now and after any loss of Redis data.
+        self.reconcile = reconcile.watch(
+            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
+        )
         self._sweeper: asyncio.Task[None] | None = None
         if inventory is not None:
             self._sweeper = asyncio.create_task(self._settle_test_drives())
@@ -257,6 +262,7 @@ class SchedulingDeployment:
                 log.info("settled unfinished test drives", extra={"settled": settled})
 
     async def __del__(self) -> None:
+        await self.reconcile.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

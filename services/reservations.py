@@ -16,7 +16,6 @@ releases the cells (conflict) or restores the hold (database unreachable), so no
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -132,6 +131,10 @@ _INSERT_BOOKING = f"""INSERT INTO bookings
            (booking_id, resource_id, during, kind, reference, hold_id, call_id, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
  RETURNING {_BOOKING_COLUMNS}"""  # noqa: S608 - constant column list
+
+
+_SELECT_CONFIRMED_OVERLAPPING = f"""SELECT {_BOOKING_COLUMNS} FROM bookings
+ WHERE resource_id = $1 AND during && $2 AND status = 'confirmed'"""  # noqa: S608 - constant
 
 
 @lru_cache(maxsize=64)
@@ -423,30 +426,38 @@ class ReservationStore:
         cell_keys = self.cell_keys(resource_id, self.cells(hold.start, hold.end, hold.cell_seconds))
 
         booking_id = uuid.uuid4()
-        pending = f"P:{booking_id}"
         try:
             claimed = await _claim(
-                self.redis, [key, *cell_keys], [token, pending, self.pending_ttl_seconds * 1000]
+                self.redis,
+                [key, *cell_keys],
+                [token, f"P:{booking_id}", self.pending_ttl_seconds * 1000],
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
         status = int(claimed[0])
         if status == 0:
             return await self._confirmed_or_expired(hold_id)
-        if status == 3:
-            return await self._await_concurrent_confirm(hold_id)
         if status == -1:
             await self._release_quietly(key, cell_keys, f"H:{token}", drop_hash=True)
             raise HoldExpired(
                 "That hold lapsed before it was confirmed; place a new hold.", hold_id=hold_id
             )
-        hold = self._hold_from_hash(hold_id, dict(zip(claimed[1::2], claimed[2::2], strict=True)))
+        raw = dict(zip(claimed[1::2], claimed[2::2], strict=True))
+        if status == 3:
+            # An earlier confirm claimed this hold and has not finished: its reply was lost, its
+            # replica died, or it is still writing. Finish it under its booking id rather than
+            # wait for its claim to lapse; the unique hold_id lets only one row in, and both
+            # confirms answer that row.
+            booking_id = _pending_booking_id(raw.get("pending", ""))
+        pending = f"P:{booking_id}"
+        hold = self._hold_from_hash(hold_id, raw)
 
         try:
             booking = await self._insert_booking(booking_id, hold, write_details, detail_rows)
         except asyncpg.ExclusionViolationError:
             # Redis let us hold it, but PostgreSQL has a booking there: Redis had lost state.
             await self._release_quietly(key, cell_keys, pending, drop_hash=True)
+            await self._remark_booked_quietly(hold)
             raise Unavailable(
                 "That time was booked by someone else in the meantime; choose another time.",
                 resource_id=resource_id,
@@ -457,19 +468,42 @@ class ReservationStore:
                 "Bookings cannot be saved for a moment; the hold is kept, try again shortly."
             ) from e
         except BaseException:
-            # A detail write refused (a domain error) or something unexpected: keep the hold.
-            await self._unclaim_quietly(key, cell_keys, token, pending)
+            # A detail write refused (a domain error), an idempotency key taken by a twin, or
+            # something unexpected. If a concurrent confirm of this hold wrote the row, the
+            # cells are that booking's; otherwise keep the hold.
+            await self._settle_quietly(hold, key, cell_keys, token, pending)
             raise
 
+        await self._finalize_quietly(booking, key, cell_keys, pending, token)
+        return booking
+
+    async def _finalize_quietly(
+        self, booking: Booking, key: str, cell_keys: list[str], pending: str, token: str
+    ) -> None:
         try:
             await _finalize(
-                self.redis, [key, *cell_keys], [pending, f"B:{booking_id}", _ms(hold.end)]
+                self.redis,
+                [key, *cell_keys],
+                [pending, f"B:{booking.booking_id}", _ms(booking.end), f"H:{token}"],
             )
         except RedisError:
             # The row is the truth; the pending cells expire on their own and PostgreSQL keeps
             # refusing overlaps meanwhile.
-            log.warning("could not mark confirmed cells as booked", extra={"hold_id": hold_id})
-        return booking
+            log.warning(
+                "could not mark confirmed cells as booked", extra={"hold_id": booking.hold_id}
+            )
+
+    async def _settle_quietly(
+        self, hold: Hold, key: str, cell_keys: list[str], token: str, pending: str
+    ) -> None:
+        try:
+            booking = await self.booking_for_hold(hold.hold_id)
+        except (*PG_UNAVAILABLE, asyncpg.PostgresError):
+            booking = None
+        if booking is not None and booking.status == "confirmed":
+            await self._finalize_quietly(booking, key, cell_keys, pending, token)
+        elif booking is None:
+            await self._unclaim_quietly(key, cell_keys, token, pending)
 
     async def _insert_booking(
         self,
@@ -525,7 +559,9 @@ class ReservationStore:
             except asyncpg.UniqueViolationError as e:
                 if e.constraint_name == "bookings_reference_key" and attempt < 4:
                     continue  # a reference collision: draw another
-                if e.constraint_name == "bookings_hold_id_key":
+                # A concurrent confirm of this hold wrote it first (under the same booking id
+                # when it took over a claim, so the primary key may be the one to refuse).
+                if e.constraint_name in ("bookings_hold_id_key", "bookings_pkey"):
                     existing = await self.booking_for_hold(hold.hold_id)
                     if existing is not None:
                         return existing
@@ -543,19 +579,29 @@ class ReservationStore:
             "That hold has expired or was released; place a new hold.", hold_id=hold_id
         )
 
-    async def _await_concurrent_confirm(self, hold_id: str) -> Booking:
-        deadline = time.monotonic() + self.pending_ttl_seconds
-        while time.monotonic() < deadline:
-            booking = await self.booking_for_hold(hold_id)
-            if booking is not None:
-                return booking
-            try:
-                if not await self.redis.exists(self.hold_key(hold_id)):
-                    break
-            except RedisError:
-                break
-            await asyncio.sleep(0.02)
-        return await self._confirmed_or_expired(hold_id)
+    async def _remark_booked_quietly(self, hold: Hold) -> None:
+        """Mark the cells of the bookings PostgreSQL has over a hold's range (Redis had lost
+        them), where no one holds them, so the next hold there is refused at once."""
+        try:
+            rows = await self.pool.fetch(
+                _SELECT_CONFIRMED_OVERLAPPING,
+                hold.resource_id,
+                Range(hold.start, hold.end, lower_inc=True, upper_inc=False),
+            )
+            for row in rows:
+                booking = Booking.from_row(row)
+                booked = f"B:{booking.booking_id}"
+                cells = self.cells(booking.start, booking.end, hold.cell_seconds)
+                await _finalize(
+                    self.redis,
+                    [
+                        f"{self._tag(booking.resource_id)}:h:-",
+                        *self.cell_keys(hold.resource_id, cells),
+                    ],
+                    [booked, booked, _ms(booking.end)],
+                )
+        except (*PG_UNAVAILABLE, asyncpg.PostgresError, RedisError, InvalidInput):
+            log.warning("could not mark a booking Redis had lost", extra={"hold_id": hold.hold_id})
 
     async def _release_quietly(
         self, key: str, cell_keys: list[str], marker: str, *, drop_hash: bool
@@ -774,6 +820,14 @@ class ReservationStore:
         if cell_seconds == DAY:
             return datetime.combine(datetime.fromordinal(cell).date(), datetime.min.time(), self.tz)
         return datetime.fromtimestamp(cell * cell_seconds, tz=UTC)
+
+
+def _pending_booking_id(marker: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(marker.removeprefix("P:"))
+    except ValueError:
+        # Not written by claim.lua; a fresh id still lets PostgreSQL decide on the hold id.
+        return uuid.uuid4()
 
 
 def _parse_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:

@@ -55,3 +55,15 @@ SELECT b.booking_id, b.reference, b.during, b.kind, b.status, b.call_id, b.creat
 SELECT_RENTAL_GRID = """
 SELECT u.cell_minutes FROM rentals r JOIN units u ON u.unit_id = r.unit_id
  WHERE r.booking_id = $1"""
+
+# The test drive (a sales-desk appointment, still confirmed) a demo car's booking belongs to:
+# the saga records the car's hold on the appointment (migration 0006). Read only to refuse a
+# direct cancel of the car, so the scan of appointments (no index on car_hold_id) is rare.
+SELECT_TEST_DRIVE_OF_CAR = """
+SELECT a.appointment_id, desk.during
+  FROM bookings car
+  JOIN appointments a ON a.car_hold_id = car.hold_id
+  JOIN bookings desk ON desk.booking_id = a.booking_id
+ WHERE car.booking_id = $1 AND car.kind = 'test_drive' AND car.status = 'confirmed'
+   AND desk.status = 'confirmed'
+ LIMIT 1"""

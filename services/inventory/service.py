@@ -85,6 +85,12 @@ _negotiate = LuaScript("negotiate")
 _PG_DOWN = STORE_UNAVAILABLE
 
 
+class PartOfTestDrive(Conflict):
+    """The booking is a test drive's demo car: the test drive is cancelled as a whole."""
+
+    code = "part_of_test_drive"
+
+
 class UnitInMaintenance(Unavailable):
     """The unit exists but cannot be held: it is in the shop."""
 
@@ -685,8 +691,24 @@ class InventoryService:
     async def cancel_rental(
         self, booking_id: str | uuid.UUID, reason: str | None = None
     ) -> RentalBooking:
-        """Cancel a rental (its row stays, marked cancelled) and free the unit. Idempotent."""
+        """Cancel a rental (its row stays, marked cancelled) and free the unit. Idempotent.
+
+        A demo car booked for a test drive is refused: cancelling it here would leave the
+        test drive's appointment standing, so it is cancelled through scheduling, car and all."""
         bid = _booking_uuid(booking_id)
+        async with _pg("Bookings cannot be changed for a moment; try again shortly."):
+            drive = await self.pool.fetchrow(_sql.SELECT_TEST_DRIVE_OF_CAR, bid)
+        if drive is not None:
+            raise PartOfTestDrive(
+                "That car is booked for a test drive; cancel the test drive through scheduling "
+                f"(POST /scheduling/appointments/{drive['appointment_id']}/cancel), which "
+                "cancels the car with it.",
+                booking_id=str(bid),
+                appointment_id=str(drive["appointment_id"]),
+            )
+        return await self._cancel_rental(bid, reason)
+
+    async def _cancel_rental(self, bid: uuid.UUID, reason: str | None) -> RentalBooking:
         why = clean_text(reason, field="reason", max_length=300) or "cancelled by the caller"
         async with _pg("Bookings cannot be changed for a moment; try again shortly."):
             cell_minutes = await self.pool.fetchval(_sql.SELECT_RENTAL_GRID, bid)
@@ -716,7 +738,7 @@ class InventoryService:
         booking = await self._booking_for_hold(hold_id)
         if booking is None:
             raise NotFound("No booking was made from that hold.", hold_id=hold_id[:100])
-        return await self.cancel_rental(booking.booking_id, reason)
+        return await self._cancel_rental(booking.booking_id, reason)
 
     async def _booking_for_hold(self, hold_id: str) -> Booking | None:
         if not hold_id:

@@ -16,6 +16,7 @@ import pytest
 from asyncpg.types import Range
 
 from services.errors import (
+    Conflict,
     DependencyUnavailable,
     IdempotencyKeyInFlight,
     InvalidInput,
@@ -302,3 +303,24 @@ async def test_a_rental_is_found_and_cancelled_by_the_hold_it_was_booked_from(fr
     assert first.status == second.status == "cancelled"
     assert second.cancel_reason == "plans changed"
     assert await _car_is_free(inventory, "VEH-CIVIC-01", start)
+
+
+async def test_cancelling_a_test_drives_car_directly_is_refused_and_names_the_way(fresh):
+    # Issue 7, defect 9: POST /inventory/bookings/{id}/cancel on the car cancelled the car and
+    # left the test drive's appointment standing, with no car.
+    scheduling, inventory = _services(fresh)
+    drive = await scheduling.book_test_drive(_request("VEH-CIVIC-01", _weekday_at(13)))
+
+    with pytest.raises(Conflict) as refused:
+        await inventory.cancel_rental(drive.vehicle_booking_id, "no longer needed")
+
+    assert refused.value.code == "part_of_test_drive"
+    assert "cancel the test drive through scheduling" in str(refused.value)
+    assert refused.value.details["appointment_id"] == drive.appointment.appointment_id
+    assert (await inventory.get_booking(drive.vehicle_booking_id)).status == "confirmed"
+    assert await _counts(fresh.pool) == (1, 1, 2)
+    # Through scheduling both go; the car's own cancel then answers the cancelled booking.
+    await scheduling.cancel_appointment(drive.appointment.appointment_id, "no longer needed")
+    car = await inventory.cancel_rental(drive.vehicle_booking_id)
+    assert car.status == "cancelled"
+    assert await _counts(fresh.pool) == (0, 0, 0)

@@ -30,6 +30,7 @@ def test_every_script_is_checked() -> None:
     assert SCRIPTS == [
         "call_holds.lua",
         "claim.lua",
+        "epoch.lua",
         "finalize.lua",
         "negotiate.lua",
         "rate_window.lua",

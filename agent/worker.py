@@ -26,7 +26,7 @@ from livekit.plugins import cartesia, deepgram, openai, silero
 from agent.config import AgentSettings
 from agent.flows import FLOWS, build_agent
 from agent.lifecycle import end_call, start_call
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient
 from agent.metrics import use_multiprocess_metrics
 from agent.state import CallState
 from agent.usage import usage_from_session

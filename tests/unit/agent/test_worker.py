@@ -15,7 +15,7 @@ from livekit.plugins import cartesia, deepgram, openai
 
 from agent.config import AgentSettings
 from agent.flows import AppointmentDesk, RentalDesk, build_agent
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient
 from agent.mesh_models import Usage
 from agent.state import CallState
 from agent.usage import usage_from_session, usage_since

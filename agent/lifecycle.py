@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from agent.mesh_client import MeshError
+from agent.mesh import MeshError
 from agent.mesh_models import CallSummary, Usage
 from agent.state import CallState
 from agent.usage import usage_since

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient
 from agent.mesh_models import Appointment, CallSummary, Hold, RentalBooking, Unit, Usage
 
 

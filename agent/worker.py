@@ -4,6 +4,8 @@ One job is one call. The job (or the room) metadata names the flow, e.g. ``{"flo
 or just ``rental``; without one the worker runs ``CALLMESH_DEFAULT_FLOW``. The call is recorded
 in the calls service when it starts and ended when the job shuts down, with the session's usage
 (STT seconds, LLM prompt/cached/completion tokens, TTS characters) so the mesh can price it.
+Each job process builds its ``httpx.AsyncClient`` to the mesh in :func:`prewarm`, before a call
+arrives, and lends it to the call's :class:`~agent.mesh.MeshClient`.
 
 Needs LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET, DEEPGRAM_API_KEY, OPENAI_API_KEY,
 CARTESIA_API_KEY, and the mesh: CALLMESH_MESH_URL, CALLMESH_API_TOKEN.
@@ -20,13 +22,14 @@ import logging
 import re
 from typing import Any
 
+import httpx
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, cli
 from livekit.plugins import cartesia, deepgram, openai, silero
 
 from agent.config import AgentSettings
 from agent.flows import FLOWS, build_agent
 from agent.lifecycle import end_call, start_call
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient, new_http_client
 from agent.metrics import use_multiprocess_metrics
 from agent.state import CallState
 from agent.usage import usage_from_session
@@ -80,9 +83,36 @@ def build_session(
     )
 
 
+# Where a job process keeps its connection pool to the mesh (``JobProcess.userdata``).
+MESH_HTTP = "mesh_http"
+
+
+def mesh_http(proc: JobProcess, settings: AgentSettings) -> httpx.AsyncClient:
+    """The process's one ``httpx.AsyncClient`` to the mesh, lent to every call it serves:
+    built by :func:`prewarm` before any call arrives, or here on first use."""
+    http: httpx.AsyncClient | None = proc.userdata.get(MESH_HTTP)
+    if http is None or http.is_closed:
+        http = proc.userdata[MESH_HTTP] = new_http_client(settings)
+    return http
+
+
+async def close_mesh_http(proc: JobProcess) -> None:
+    """Close the process's pool (the process built it, so the process closes it)."""
+    http: httpx.AsyncClient | None = proc.userdata.pop(MESH_HTTP, None)
+    if http is not None:
+        await http.aclose()
+
+
+def mesh_for_call(proc: JobProcess, call_id: str, settings: AgentSettings) -> MeshClient:
+    """A call's client over the process's pool: it does not close the pool."""
+    return MeshClient(call_id=call_id, settings=settings, client=mesh_http(proc, settings))
+
+
 def prewarm(proc: JobProcess) -> None:
-    # The VAD model loads once per process, before any call arrives.
+    # Once per process, before any call arrives: the VAD model, and the mesh's connection
+    # pool (building it reads the TLS trust store; no network until the first request).
     proc.userdata["vad"] = silero.VAD.load()
+    mesh_http(proc, AgentSettings())
 
 
 def build_server(settings: AgentSettings) -> AgentServer:
@@ -106,7 +136,7 @@ async def entrypoint(ctx: JobContext) -> None:
     participant = await ctx.wait_for_participant()
     phone = participant.attributes.get(SIP_PHONE_ATTRIBUTE)
     call_id = call_id_for(ctx.job.id)
-    mesh = MeshClient(call_id=call_id, settings=settings)
+    mesh = mesh_for_call(ctx.proc, call_id, settings)
     state = CallState(
         call_id=call_id,
         flow=flow,
@@ -131,6 +161,9 @@ async def entrypoint(ctx: JobContext) -> None:
                 },
             )
         await mesh.aclose()
+        # livekit ends a job process with its one job (and closes its own http_session()
+        # there too): the process's pool goes with it.
+        await close_mesh_http(ctx.proc)
 
     ctx.add_shutdown_callback(finish)
     await session.start(agent=build_agent(flow), room=ctx.room)

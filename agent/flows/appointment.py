@@ -1,7 +1,7 @@
 """The appointment desk: identify the caller by phone, find slots, book, move, cancel, wrap up.
 
 Stages, their instructions and the tools live together here. Every tool reaches the mesh
-through the call's one :class:`~agent.mesh_client.MeshClient`; a refusal from the mesh is a
+through the call's one :class:`~agent.mesh.MeshClient`; a refusal from the mesh is a
 ``ToolError`` carrying the mesh's own sentence, so the model says it as written.
 """
 

@@ -19,7 +19,7 @@ from livekit.agents import Agent, RunContext, ToolError, function_tool
 
 from agent.flows._speech import day, listing, money
 from agent.lifecycle import end_call
-from agent.mesh_client import MeshExpired
+from agent.mesh import MeshExpired
 from agent.mesh_models import Hold, Unit
 from agent.state import CallState, RentalProgress, RentalStage
 from agent.usage import usage_from_session

@@ -15,7 +15,7 @@ import httpx
 from livekit.agents import JobContext
 
 from agent.config import AgentSettings
-from agent.mesh_client import MeshClient, MeshConflict
+from agent.mesh import MeshClient, MeshConflict
 from agent.metrics import use_multiprocess_metrics
 from agent.worker import build_server
 

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agent.config import AgentSettings
 from agent.flows import build_agent
 from agent.lifecycle import start_call
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient
 from agent.simulation import Rule, ScriptedLLM
 from agent.state import CallState
 from deployments.calls import build_calls_api

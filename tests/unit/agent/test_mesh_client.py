@@ -14,7 +14,7 @@ from livekit.agents import ToolError
 from prometheus_client import REGISTRY
 
 from agent.config import AgentSettings
-from agent.mesh_client import (
+from agent.mesh import (
     MeshClient,
     MeshConflict,
     MeshError,

@@ -3,8 +3,9 @@ from job/room metadata, and turns the session's usage into what the calls servic
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, JobExecutorType, JobProcess
 from livekit.agents.metrics import (
     AgentSessionUsage,
     LLMModelUsage,
@@ -15,11 +16,19 @@ from livekit.plugins import cartesia, deepgram, openai
 
 from agent.config import AgentSettings
 from agent.flows import AppointmentDesk, RentalDesk, build_agent
-from agent.mesh_client import MeshClient
+from agent.mesh import MeshClient
 from agent.mesh_models import Usage
 from agent.state import CallState
 from agent.usage import usage_from_session, usage_since
-from agent.worker import build_session, call_id_for, choose_flow, server
+from agent.worker import (
+    MESH_HTTP,
+    build_session,
+    call_id_for,
+    choose_flow,
+    close_mesh_http,
+    prewarm,
+    server,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +53,15 @@ async def test_the_session_is_built_from_the_production_plugins(dummy_keys):
         assert session.userdata is state
     finally:
         await mesh.aclose()
+
+
+async def test_prewarm_builds_the_process_pool_to_the_mesh_before_any_call():
+    proc = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
+    prewarm(proc)
+    http = proc.userdata[MESH_HTTP]
+    assert isinstance(http, httpx.AsyncClient) and not http.is_closed
+    await close_mesh_http(proc)
+    assert http.is_closed and MESH_HTTP not in proc.userdata
 
 
 def test_the_worker_registers_its_entrypoint_and_prewarm():

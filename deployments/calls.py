@@ -68,8 +68,10 @@ def build_calls_api(
         state={"service": service},
     )
 
-    # "" and not "/": the application lives at /calls, and POST /calls starts a call.
+    # "" and not "/": the application lives at /calls, and POST /calls starts a call. POST
+    # /calls/ too (clients that add the slash, schemathesis among them, got a 404 before).
     @app.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
+    @app.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
     async def start_call(
         body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None
     ) -> Call:

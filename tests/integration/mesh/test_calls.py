@@ -52,6 +52,14 @@ async def test_call_start_events_end_gives_summary_and_cost(client: httpx.AsyncC
     assert detail.json()["result"]["cost"] == summary["cost"]
 
 
+async def test_a_call_starts_with_or_without_the_trailing_slash(client: httpx.AsyncClient):
+    """POST /calls/ answered 404 (the route is "", the application lives at /calls)."""
+    for path in ("/calls", "/calls/"):
+        call_id = _call_id()
+        started = await client.post(path, json={"call_id": call_id, "flow": "intake"})
+        assert (started.status_code, started.json()["call_id"]) == (201, call_id), path
+
+
 async def test_events_replayed_with_the_same_key_are_recorded_once(client: httpx.AsyncClient):
     call_id = _call_id()
     await client.post("/calls", json={"call_id": call_id, "flow": "appointment"})

@@ -38,12 +38,26 @@ SEED = int(os.environ.get("CALLMESH_FUZZ_SEED", "7001"))
 HERE = Path(__file__).resolve().parent
 
 
+# Links come from the document's own OpenAPI links and dependency analysis, not from URLs
+# seen in answers: schemathesis 4.32 builds a werkzeug rule per path for that inference, and
+# the calls application's start route is "" (POST /calls), which werkzeug refuses ("URL rule
+# '' must start with a slash"), crashing the stateful phase once a call has started.
+CONFIG = """
+[phases.stateful.inference]
+algorithms = ["dependency-analysis"]
+"""
+
+
 def _schemathesis(mesh: Mesh, app: str, reports: Path) -> tuple[subprocess.CompletedProcess, dict]:
     cli = Path(sys.executable).with_name("schemathesis")
     report = reports / f"{app}.json"
+    config = reports / "schemathesis.toml"
+    config.write_text(CONFIG)
     done = subprocess.run(
         [
             str(cli),
+            "--config-file",
+            str(config),
             "run",
             f"{mesh.url}/{app}/openapi.json",
             "--url",

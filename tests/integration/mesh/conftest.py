@@ -93,7 +93,7 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     import ray
     from ray import serve
 
-    from deployments.app import mesh_applications
+    from deployments.applications import mesh_applications
     from deployments.cli import init_local_ray, private_haproxy
 
     settings = Settings(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import backends, cli
+from deployments import cli, store_setup
 from services.embedded import EmbeddedStores
 from services.settings import Settings
 
@@ -36,13 +36,13 @@ def data_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def failing_demo_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = backends.prepare_database
+    real = store_setup.prepare_database
 
     async def migrate_then_fail(settings: Settings, *, load_demo: bool) -> None:
         await real(settings, load_demo=False)
         raise RuntimeError("demo data could not be loaded")
 
-    monkeypatch.setattr(backends, "prepare_database", migrate_then_fail)
+    monkeypatch.setattr(store_setup, "prepare_database", migrate_then_fail)
 
 
 def _embedded_settings(data_dir: Path) -> Settings:

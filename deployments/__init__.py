@@ -9,7 +9,9 @@
 * ``deployments.replica`` / ``replica_stores`` / ``gc_tuning``: what each service replica sets
   up for itself (its stores, its collector settings).
 * ``deployments.store_setup``: the stores resolved and migrated once, before replicas start.
-* ``deployments.cli``: the ``callmesh`` command.
+* ``deployments.cli``: the ``callmesh`` command's arguments; ``mesh_commands`` is what up, down
+  and status do, over ``mesh_state`` (the state file and the process it names),
+  ``haproxy_files`` (HAProxy's private folder) and ``local_ray`` (Ray, Serve, listeners).
 
 Nothing is imported here: ``callmesh up`` must set Ray Serve's environment flags before
 anything imports ``ray.serve``.

@@ -89,7 +89,7 @@ def run_mesh(
     host = args.host or settings.api_host
     port = args.port or settings.api_port
 
-    from deployments.backends import prepare_database, resolve_storage
+    from deployments.store_setup import prepare_database, resolve_storage
     from services.embedded import EmbeddedStores
 
     embedded = EmbeddedStores(settings.data_dir.expanduser().resolve())

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from deployments import logmask
-from deployments.backends import Backends
-from deployments.heap import settle_heap
+from deployments.gc_tuning import settle_heap
 from deployments.metrics import RayMetrics
+from deployments.replica_stores import Backends
 from services.ratelimit import WriteLimiter
 from services.settings import Settings
 

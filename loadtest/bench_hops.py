@@ -13,7 +13,7 @@ absolute values depend on what else the machine is doing.
 
 Ray starts as ``callmesh up`` starts it: a new local cluster on 127.0.0.1 and, with the HAProxy
 ingress on, HAProxy's files in a private folder (mode 0700) and its access log masked into a
-scratch folder, both removed after the run (:func:`deployments.cli.private_haproxy`).
+scratch folder, both removed after the run (:func:`deployments.haproxy_files.private_haproxy`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 
-from deployments.cli import HAPROXY_ENABLE, HAProxyFiles, init_local_ray, private_haproxy
+from deployments.haproxy_files import HAPROXY_ENABLE, HAProxyFiles, private_haproxy
+from deployments.local_ray import init_local_ray
 from loadtest import httpload
 
 _FLAGS = (HAPROXY_ENABLE, "RAY_SERVE_THROUGHPUT_OPTIMIZED")

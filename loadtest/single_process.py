@@ -31,14 +31,15 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.analytics import build_analytics_api
-from deployments.backends import Backends, prepare_database, resolve_storage
 from deployments.calls import build_calls_api
 from deployments.gateway import build_gateway_api
-from deployments.heap import settle_heap
+from deployments.gc_tuning import settle_heap
 from deployments.inventory import build_inventory_api
 from deployments.metrics import CALL_COST_BUCKETS, CALL_SECONDS_BUCKETS, LATENCY_BUCKETS
 from deployments.registry import schema_apps
+from deployments.replica_stores import Backends
 from deployments.scheduling import build_scheduling_api
+from deployments.store_setup import prepare_database, resolve_storage
 from deployments.verification import build_verification_api
 from services.analytics import AnalyticsService
 from services.calls import CallsService, CallSummary

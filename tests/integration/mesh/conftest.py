@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from deployments.cli import HAProxyFiles
+from deployments.haproxy_files import HAProxyFiles
 from services.db import create_pool, migrate
 from services.demo import load_demo_data
 from services.kv import create_redis
@@ -93,8 +93,9 @@ def mesh(mesh_db: MeshDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     import ray
     from ray import serve
 
-    from deployments.app import mesh_applications
-    from deployments.cli import init_local_ray, private_haproxy
+    from deployments.applications import mesh_applications
+    from deployments.haproxy_files import private_haproxy
+    from deployments.local_ray import init_local_ray
 
     settings = Settings(
         database_url=mesh_db.database_url,

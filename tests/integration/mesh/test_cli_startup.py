@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import backends, cli
+from deployments import mesh_commands, mesh_state, store_setup
 from services.embedded import EmbeddedStores
 from services.settings import Settings
 
@@ -36,13 +36,13 @@ def data_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def failing_demo_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = backends.prepare_database
+    real = store_setup.prepare_database
 
     async def migrate_then_fail(settings: Settings, *, load_demo: bool) -> None:
         await real(settings, load_demo=False)
         raise RuntimeError("demo data could not be loaded")
 
-    monkeypatch.setattr(backends, "prepare_database", migrate_then_fail)
+    monkeypatch.setattr(store_setup, "prepare_database", migrate_then_fail)
 
 
 def _embedded_settings(data_dir: Path) -> Settings:
@@ -55,12 +55,12 @@ def test_a_failed_start_stops_the_stores_it_started(data_dir: Path, failing_demo
     assert not stores.postgres_running()
     assert not stores.redis_running()
     with pytest.raises(RuntimeError, match="demo data"):
-        cli.up_command(_embedded_settings(data_dir), ARGS)
+        mesh_commands.up_command(_embedded_settings(data_dir), ARGS)
     # The migration ran: the servers were really up.
     assert (data_dir / "pg" / "postmaster.opts").exists()
     assert not stores.postgres_running()
     assert not stores.redis_running()
-    assert not cli.state_path(_embedded_settings(data_dir)).exists()
+    assert not mesh_state.state_path(_embedded_settings(data_dir)).exists()
 
 
 def test_a_failed_start_leaves_stores_it_did_not_start(data_dir: Path, failing_demo_load: None):
@@ -68,7 +68,7 @@ def test_a_failed_start_leaves_stores_it_did_not_start(data_dir: Path, failing_d
     stores.start()
     try:
         with pytest.raises(RuntimeError, match="demo data"):
-            cli.up_command(_embedded_settings(data_dir), ARGS)
+            mesh_commands.up_command(_embedded_settings(data_dir), ARGS)
         assert stores.postgres_running()
         assert stores.redis_running()
     finally:
@@ -86,6 +86,6 @@ def test_a_redis_that_will_not_stop_does_not_keep_postgres_running(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EmbeddedStores, "stop_redis", stuck)
         with pytest.raises(RuntimeError, match="demo data"):
-            cli.up_command(_embedded_settings(data_dir), ARGS)
+            mesh_commands.up_command(_embedded_settings(data_dir), ARGS)
         assert not stores.postgres_running()
-        assert not cli.state_path(_embedded_settings(data_dir)).exists()
+        assert not mesh_state.state_path(_embedded_settings(data_dir)).exists()

@@ -1,6 +1,6 @@
 """HAProxy in the session's real mesh: its files in a private folder, its access log masked.
 
-The session sets HAProxy up as `callmesh up` does (``deployments.cli.private_haproxy``):
+The session sets HAProxy up as `callmesh up` does (``deployments.haproxy_files.private_haproxy``):
 every path Ray lets us set points into a new /tmp/cmhp-* folder, mode 0700, and the access
 log goes to a unix datagram socket there, read by the relay that masks it.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.cli import SOCKET_PATH_MAX
+from deployments.haproxy_files import SOCKET_PATH_MAX
 
 from .conftest import Mesh
 

@@ -2,7 +2,7 @@
 
 Every TCP listener of every process Ray started for the mesh (its GCS, raylet, workers and
 agents, the Serve replicas, HAProxy) is read from /proc. The exceptions Ray offers no setting
-for are named one by one (see ``deployments.cli``): HAProxy's stats page and Prometheus
+for are named one by one (see ``deployments.local_ray``): HAProxy's stats page and Prometheus
 exporter, and one inter-deployment gRPC port per Serve replica.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deployments.cli import HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT
+from deployments.local_ray import HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import cli
+from deployments import mesh_commands, mesh_state
 from services.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -25,40 +26,40 @@ def _settings(tmp_path) -> Settings:
 
 def test_down_and_status_when_nothing_runs(tmp_path, capsys):
     settings = _settings(tmp_path)
-    assert cli.down_command(settings) == 0
-    assert cli.status_command(settings) == 3
+    assert mesh_commands.down_command(settings) == 0
+    assert mesh_commands.status_command(settings) == 3
     assert capsys.readouterr().out.count("not running") == 2
 
 
 def test_a_stale_state_file_is_not_a_running_mesh(tmp_path):
     settings = _settings(tmp_path)
     # A pid far above pid_max: no such process.
-    cli.state_path(settings).write_text(json.dumps({"pid": 2**22 + 7, "api_url": "x"}))
-    assert cli.down_command(settings) == 0
-    assert not cli.state_path(settings).exists()
+    mesh_state.state_path(settings).write_text(json.dumps({"pid": 2**22 + 7, "api_url": "x"}))
+    assert mesh_commands.down_command(settings) == 0
+    assert not mesh_state.state_path(settings).exists()
 
 
 def test_up_refuses_while_another_up_is_alive(tmp_path, capsys):
     settings = _settings(tmp_path)
-    cli.state_path(settings).write_text(
+    mesh_state.state_path(settings).write_text(
         json.dumps(
             {
                 "pid": os.getpid(),
-                "pid_identity": cli.process_identity(os.getpid()),
+                "pid_identity": mesh_state.process_identity(os.getpid()),
                 "api_url": "http://127.0.0.1:8000",
             }
         )
     )
-    args = cli.argparse.Namespace(config="serve_config.yaml", host=None, port=None, no_demo=False)
-    assert cli.up_command(settings, args) == 1
+    args = argparse.Namespace(config="serve_config.yaml", host=None, port=None, no_demo=False)
+    assert mesh_commands.up_command(settings, args) == 1
     assert "already running" in capsys.readouterr().out
 
 
 def test_up_needs_a_config_file(tmp_path, capsys):
-    args = cli.argparse.Namespace(
+    args = argparse.Namespace(
         config=str(tmp_path / "missing.yaml"), host=None, port=None, no_demo=False
     )
-    assert cli.up_command(_settings(tmp_path), args) == 2
+    assert mesh_commands.up_command(_settings(tmp_path), args) == 2
 
 
 # -- the recorded process: a pid is not enough ---------------------------------------------------
@@ -78,22 +79,22 @@ def _record(settings: Settings, pid: int, identity: str | None) -> None:
     state = {"pid": pid, "api_url": "http://127.0.0.1:8000", "dashboard_url": "x"}
     if identity is not None:
         state["pid_identity"] = identity
-    cli.state_path(settings).write_text(json.dumps(state))
+    mesh_state.state_path(settings).write_text(json.dumps(state))
 
 
 def test_process_identity_tells_processes_apart(sleeper):
-    mine = cli.process_identity(os.getpid())
+    mine = mesh_state.process_identity(os.getpid())
     assert mine is not None
-    assert cli.process_identity(os.getpid()) == mine
-    assert cli.process_identity(sleeper.pid) not in (None, mine)
-    assert cli.process_identity(2**22 + 7) is None
+    assert mesh_state.process_identity(os.getpid()) == mine
+    assert mesh_state.process_identity(sleeper.pid) not in (None, mine)
+    assert mesh_state.process_identity(2**22 + 7) is None
 
 
 def test_down_stops_the_process_it_recorded(tmp_path, sleeper, capsys):
     settings = _settings(tmp_path)
-    _record(settings, sleeper.pid, cli.process_identity(sleeper.pid))
-    assert cli.recorded_process(cli.read_state(settings) or {}) == "running"
-    assert cli.down_command(settings) == 0
+    _record(settings, sleeper.pid, mesh_state.process_identity(sleeper.pid))
+    assert mesh_state.recorded_process(mesh_state.read_state(settings) or {}) == "running"
+    assert mesh_commands.down_command(settings) == 0
     assert sleeper.wait() == -signal.SIGTERM
     assert "callmesh stopped" in capsys.readouterr().out
 
@@ -104,7 +105,7 @@ def test_down_refuses_to_signal_a_process_that_reused_the_pid(
 ):
     settings = _settings(tmp_path)
     _record(settings, sleeper.pid, identity)
-    assert cli.down_command(settings) == 1
+    assert mesh_commands.down_command(settings) == 1
     assert sleeper.poll() is None  # not signalled
     err = capsys.readouterr().err
     assert f"pid {sleeper.pid}" in err
@@ -112,98 +113,24 @@ def test_down_refuses_to_signal_a_process_that_reused_the_pid(
 
 
 def test_signal_process_checks_identity_first(sleeper):
-    assert not cli.signal_process(sleeper.pid, "another-boot:12345", signal.SIGTERM)
+    assert not mesh_state.signal_process(sleeper.pid, "another-boot:12345", signal.SIGTERM)
     assert sleeper.poll() is None
-    assert cli.signal_process(sleeper.pid, cli.process_identity(sleeper.pid) or "", signal.SIGTERM)
+    assert mesh_state.signal_process(
+        sleeper.pid, mesh_state.process_identity(sleeper.pid) or "", signal.SIGTERM
+    )
     assert sleeper.wait() == -signal.SIGTERM
 
 
 def test_a_reused_pid_is_not_a_running_mesh(tmp_path, sleeper, capsys):
     settings = _settings(tmp_path)
     _record(settings, sleeper.pid, "another-boot:12345")
-    assert cli.status_command(settings) == 3
-    args = cli.argparse.Namespace(
+    assert mesh_commands.status_command(settings) == 3
+    args = argparse.Namespace(
         config=str(tmp_path / "missing.yaml"), host=None, port=None, no_demo=False
     )
     # Not "already running": up goes on (and stops here, at the missing config).
-    assert cli.up_command(settings, args) == 2
+    assert mesh_commands.up_command(settings, args) == 2
     assert "already running" not in capsys.readouterr().out
-
-
-# -- where Ray listens --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("host", "expected"),
-    [
-        ("127.0.0.1", {"dashboard_host": "127.0.0.1", "_node_ip_address": "127.0.0.1"}),
-        ("localhost", {"dashboard_host": "127.0.0.1", "_node_ip_address": "127.0.0.1"}),
-        ("10.1.2.3", {"dashboard_host": "10.1.2.3", "_node_ip_address": "10.1.2.3"}),
-        ("0.0.0.0", {"dashboard_host": "0.0.0.0"}),
-    ],
-)
-def test_ray_binds_where_the_api_does(host: str, expected: dict[str, str]):
-    assert cli.ray_bind_options(host) == expected
-
-
-@pytest.mark.parametrize(
-    ("host", "port", "url"),
-    [
-        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
-        ("0.0.0.0", 8265, "http://127.0.0.1:8265"),
-        ("::1", 8080, "http://[::1]:8080"),
-        ("10.1.2.3", 8000, "http://10.1.2.3:8000"),
-    ],
-)
-def test_urls_are_reachable_from_this_machine(host: str, port: int, url: str):
-    assert cli.url_for(host, port) == url
-
-
-def test_exposure_notes_name_what_ray_cannot_bind(monkeypatch):
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
-    monkeypatch.delenv("RAY_SERVE_HAPROXY_METRICS_PORT", raising=False)
-    notes = " ".join(cli.exposure_notes("127.0.0.1"))
-    assert ":18404" in notes
-    assert ":9101" in notes
-    assert "gRPC" in notes
-    assert cli.exposure_notes("0.0.0.0") == []
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
-    assert "HAProxy" not in " ".join(cli.exposure_notes("127.0.0.1"))
-
-
-class _Stop(Exception):
-    pass
-
-
-def test_ray_is_always_a_new_local_cluster_on_loopback(monkeypatch):
-    import ray
-    from ray._private import ray_constants
-
-    # An existing cluster named by the environment must not be joined (nor later shut down).
-    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
-    monkeypatch.setenv(cli.RAY_CLUSTER_ENV, "1")
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
-    calls: list[dict[str, object]] = []
-
-    def record(**kwargs: object) -> None:
-        calls.append(kwargs)
-        raise _Stop
-
-    monkeypatch.setattr(ray, "init", record)
-    with pytest.raises(_Stop):
-        cli.init_local_ray("127.0.0.1", namespace="serve")
-    assert calls == [
-        {
-            "address": "local",
-            "dashboard_host": "127.0.0.1",
-            "_node_ip_address": "127.0.0.1",
-            "namespace": "serve",
-        }
-    ]
-    # Ray's processes, and this one, take the loopback address as the node's.
-    assert os.environ[cli.RAY_CLUSTER_ENV] == "0"
-    assert ray_constants.ENABLE_RAY_CLUSTER is False
 
 
 def test_up_in_production_without_a_token_refuses_to_start_with_a_sentence(tmp_path):

@@ -17,7 +17,7 @@ CONFIG = Path(__file__).resolve().parents[3] / "serve_config.yaml"
 PG_DEFAULT_MAX_CONNECTIONS = 100
 PG_SUPERUSER_RESERVED = 3  # superuser_reserved_connections' default
 # Connections outside the replicas' pools: each application's builder migrates over a pool
-# of 2 (deployments.backends.prepare_database) while replicas start, plus operators (psql,
+# of 2 (deployments.store_setup.prepare_database) while replicas start, plus operators (psql,
 # callmesh tools) and the test-drive sweep's spare.
 HEADROOM = 20
 

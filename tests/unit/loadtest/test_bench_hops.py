@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from deployments import cli
+from deployments import haproxy_files
 from loadtest import bench_hops
 
 pytestmark = pytest.mark.unit
 
-HAPROXY_VARIABLES = [*cli.HAPROXY_PER_NODE_FILES, cli.HAPROXY_STATE_BASE, cli.HAPROXY_LOG_TARGET]
+HAPROXY_VARIABLES = [
+    *haproxy_files.HAPROXY_PER_NODE_FILES,
+    haproxy_files.HAPROXY_STATE_BASE,
+    haproxy_files.HAPROXY_LOG_TARGET,
+]
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_with_the_haproxy_ingress_every_path_goes_to_a_private_folder_removed_after(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setenv(cli.HAPROXY_ENABLE, "1")
+    monkeypatch.setenv(haproxy_files.HAPROXY_ENABLE, "1")
     with bench_hops._haproxy_files() as haproxy:
         assert haproxy is not None and haproxy.relay is not None
         root = haproxy.root
@@ -44,7 +48,7 @@ def test_with_the_haproxy_ingress_every_path_goes_to_a_private_folder_removed_af
 def test_without_the_haproxy_ingress_nothing_is_set_up(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setenv(cli.HAPROXY_ENABLE, "0")
+    monkeypatch.setenv(haproxy_files.HAPROXY_ENABLE, "0")
     with bench_hops._haproxy_files() as haproxy:
         assert haproxy is None
         assert not any(name in os.environ for name in HAPROXY_VARIABLES)

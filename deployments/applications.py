@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray.serve import Application
 
-from deployments.backends import prepare_database, resolve_storage
 from deployments.gateway import Gateway
 from deployments.registry import GATEWAY_APP, service_apps
+from deployments.store_setup import prepare_database, resolve_storage
 from services.settings import Settings
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deployments.heap import THRESHOLDS, settle_heap
+from deployments.gc_tuning import THRESHOLDS, settle_heap
 
 pytestmark = pytest.mark.unit
 

@@ -32,8 +32,8 @@ def _operations() -> list[tuple[str, APIRoute, str, dict[str, Any], dict[str, An
         doc = app.openapi()
         components = doc["components"]["schemas"]
         for route in app.routes:
-            if not isinstance(route, APIRoute):
-                continue
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue  # an undocumented alias (POST /calls/) answers as its twin does
             for method in route.methods:
                 operation = doc["paths"][route.path][method.lower()]
                 out.append((spec.name, route, method, operation, components))

@@ -2,8 +2,9 @@
 service type as the desk books it, a booking request after checking, the hooks a saga step runs
 in a desk transaction, and what an unreachable PostgreSQL or Redis becomes.
 
-The desk (``service.py``) composes the saga (``test_drives.py``); the saga reaches the desk only
-through its ``AppointmentDesk`` protocol and these values, so it never imports ``service.py``.
+The desk (``service.py``) holds the saga (``drives/``) and hands itself to each of its calls;
+the saga reaches the desk only through its ``AppointmentDesk`` protocol and these values, so it
+never imports ``service.py`` and keeps no reference to the desk.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ grid cells through the reservation primitive, and the appointment row is written
 transaction as the booking row, so every confirmed answer is a row in PostgreSQL.
 
 Dealership test drives (the sales desk and a demo car, together or not at all) are a saga of
-their own in ``test_drives.py``; the desk composes it, sends it the test drives it is asked to
-book, move or cancel, and lends it the steps it takes on the desk (``AppointmentDesk``).
+their own in ``drives/``; the desk sends it the test drives it is asked to book, move or
+cancel, handing it itself on each call as the desk to work on (``drives.AppointmentDesk``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from services.scheduling._desk import (
     storage_errors,
 )
 from services.scheduling.business_hours import BusinessCalendar
+from services.scheduling.drives import TestDrives, run_to_end
 from services.scheduling.models import (
     Appointment,
     BookRequest,
@@ -54,7 +55,6 @@ from services.scheduling.models import (
     VehicleIn,
 )
 from services.scheduling.preferences import learn_preferences
-from services.scheduling.test_drives import TestDrives, run_to_end
 from services.scheduling.vehicles import VehicleHolds
 from services.settings import Settings
 from services.storage import STORE_UNAVAILABLE
@@ -104,8 +104,8 @@ def _now() -> datetime:
 
 class SchedulingService:
     """Business hours, service types, slots, appointments, customers and callbacks; dealership
-    test drives through the ``TestDrives`` saga it composes, for which it is the
-    ``AppointmentDesk``."""
+    test drives through the ``TestDrives`` saga, to which it hands itself as the
+    ``AppointmentDesk`` on each call."""
 
     def __init__(
         self,
@@ -127,10 +127,10 @@ class SchedulingService:
             pool=pool, redis=redis, settings=settings
         )
         self._clock = clock
-        # Dealership test drives over this desk and inventory's demo cars (``vehicles``; None
-        # where the dealership desk is not wired).
+        # Dealership test drives over inventory's demo cars (``vehicles``; None where the
+        # dealership desk is not wired). The saga keeps no reference to this desk: each call
+        # hands it the desk.
         self.test_drives = TestDrives(
-            desk=self,
             pool=pool,
             reservations=self.reservations,
             vehicles=vehicles,
@@ -257,14 +257,14 @@ class SchedulingService:
     ) -> TestDrive:
         """Book a test drive: a sales-desk appointment and the demo car, together or not at all
         (the saga is ``TestDrives.book``)."""
-        return await self.test_drives.book(request, idempotency_key)
+        return await self.test_drives.book(self, request, idempotency_key)
 
     async def settle_test_drives(
         self, *, older_than: timedelta | None = None, limit: int = 100
     ) -> int:
         """Settle test drives whose booking, cancel or move never finished: both halves, or
         neither (``TestDrives.settle``). Returns how many were settled."""
-        return await self.test_drives.settle(older_than=older_than, limit=limit)
+        return await self.test_drives.settle(self, older_than=older_than, limit=limit)
 
     def check_booking(self, request: BookRequest) -> Wanted:
         """The request with every field checked and normalised (InvalidInput if one is not)."""
@@ -443,7 +443,7 @@ class SchedulingService:
     ) -> Appointment:
         """Move an appointment; the new time is held before the old one is let go, possibly on
         another resource of the pool. A move that fails leaves the appointment where it was. A
-        test drive's car moves with it, or neither moves (``TestDrives.move``)."""
+        test drive's car moves with it, or neither moves (``drives.Changes.move``)."""
         return await run_to_end(self._reschedule(appointment_id, new_start, idempotency_key))
 
     async def _reschedule(
@@ -474,7 +474,8 @@ class SchedulingService:
             end = self.calendar.check_start(start, st.duration_minutes, now, what=st.spoken)
             car_hold = await self.pool.fetchval(q.SELECT_CAR_HOLD, aid)
             if car_hold is not None:
-                return await self.test_drives.move(current, car_hold, st, start, end, key, payload)
+                changes = self.test_drives.changes(self)
+                return await changes.move(current, car_hold, st, start, end, key, payload)
             return await self.move_desk(current, st, start, end, key, payload)
 
     async def move_desk(
@@ -573,7 +574,7 @@ class SchedulingService:
         self, appointment_id: str, reason: str, idempotency_key: str | None = None
     ) -> Appointment:
         """Mark the appointment cancelled (never deleted) and offer its time again. A test
-        drive's car is cancelled first (``TestDrives.cancel``)."""
+        drive's car is cancelled first (``drives.Changes.cancel``)."""
         return await run_to_end(self._cancel(appointment_id, reason, idempotency_key))
 
     async def _cancel(
@@ -595,7 +596,7 @@ class SchedulingService:
                     appointment_id=str(aid),
                 )
             if await self.pool.fetchval(q.SELECT_CAR_HOLD, aid) is not None:
-                return await self.test_drives.cancel(current, why, key, payload)
+                return await self.test_drives.changes(self).cancel(current, why, key, payload)
             return await self.cancel_desk(current, why, key, payload)
 
     async def cancel_desk(

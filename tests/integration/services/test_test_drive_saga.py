@@ -29,7 +29,7 @@ from services.errors import (
 )
 from services.inventory import HoldRequest, InventoryService
 from services.scheduling import BookRequest, SchedulingService, TestDriveRequest
-from services.scheduling import test_drives as scheduling_module
+from services.scheduling.drives import retries as scheduling_module
 
 pytestmark = pytest.mark.integration
 

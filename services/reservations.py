@@ -39,6 +39,7 @@ from services.errors import (
     Conflict,
     DependencyUnavailable,
     HoldExpired,
+    IdempotencyKeyReused,
     InvalidInput,
     NotFound,
     Unavailable,
@@ -310,8 +311,8 @@ class ReservationStore:
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
         status = int(result[0])
-        if status == 4:
-            raise Conflict(
+        if status == 4:  # 422, as draft-ietf-httpapi-idempotency-key-header has it
+            raise IdempotencyKeyReused(
                 "That idempotency key was already used for a different hold; use a new key.",
                 idempotency_key=idempotency_key,
             )

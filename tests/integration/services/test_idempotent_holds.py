@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.errors import Conflict
+from services.errors import IdempotencyKeyReused
 from services.reservations import ReservationStore
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ async def test_a_key_reused_for_another_request_is_refused_and_holds_nothing(fre
         dict(asked, start=start, end=start + timedelta(minutes=30)),  # a shorter range
         dict(asked, call_id="c-2", start=start, end=start + timedelta(hours=1)),  # another call
     ):
-        with pytest.raises(Conflict) as refused:
+        with pytest.raises(IdempotencyKeyReused) as refused:  # 422, not 409
             await store.reserve_cells(**changed, idempotency_key="k-7")  # type: ignore[arg-type]
         assert "different hold" in refused.value.message
     # Nothing was held for the refused requests: the later time is free for anyone.

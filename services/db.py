@@ -20,6 +20,9 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,  # includes a pool acquire or a command that outlived its timeout
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection that broke in the middle of an operation (PostgreSQL restarting under
+    # load: "cannot switch to state 15; another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
     # 57xxx: query_canceled (statement timeout, pg_cancel_backend), admin_shutdown
     # (pg_terminate_backend), crash_shutdown, cannot_connect_now (starting up).
     asyncpg.exceptions.OperatorInterventionError,

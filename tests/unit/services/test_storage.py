@@ -24,6 +24,11 @@ pytestmark = pytest.mark.unit
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.ConnectionDoesNotExistError("connection was closed"),
+        # Seen when PostgreSQL restarts under load (make faults, pg-restart): the connection
+        # broke in the middle of an operation and asyncpg's state machine says so.
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
         TimeoutError(),
         ConnectionRefusedError(),
         RedisConnectionError("Connection refused"),

@@ -7,9 +7,11 @@ of confirmed bookings are gone, and holds would be granted over them until the c
 An epoch key says "this Redis has every booked cell": written after a rebuild, with no TTL, so
 a Redis that lost its data has none. Each replica that owns cells runs a :class:`Watcher`: one
 GET per interval, and when the epoch is missing one rebuilder (a lock) marks the cells of every
-confirmed booking that has not ended, each with SET NX (a live hold or a confirm under way keeps
-its cell), reads those bookings again to free the cells of any cancelled or moved meanwhile, and
-commits the epoch only if its lock survived (if not, Redis lost data again: start over).
+confirmed booking that has not ended (``mark_booked.lua``: a hold or a confirm under way over
+a booked time loses that cell, since PostgreSQL would refuse its confirm and the time must not
+come free when the hold lapses), reads those bookings again to free the cells of any cancelled
+or moved meanwhile, and commits the epoch only if its lock survived (if not, Redis lost data
+again: start over).
 
 Entry point for tests and the fault suite: :func:`reconcile`.
 """
@@ -33,6 +35,8 @@ from services.reservations import Booking, ReservationStore
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_mark_booked = LuaScript("mark_booked")
 
 WATCH_SECONDS = 5.0  # a loss is noticed within this, and rebuilt well inside 30 s
 LOCK_MS = 30_000  # renewed after every batch; a rebuilder that died lets go within this
@@ -168,8 +172,11 @@ class Reconciler:
         return Rebuild(bookings=len(live), cells_marked=marked, cells_freed=freed)
 
     async def _mark(self, live: list[tuple[Booking, int]], token: str) -> int | None:
-        """SET NX every cell of each booking, booked until it ends; None if the lock is lost."""
+        """Mark every cell of each booking booked until it ends; None if the lock is lost."""
         marked = 0
+        # The script runs from a pipeline, which cannot load it on NOSCRIPT: load it first
+        # (a Redis that lost its data has usually lost its scripts too).
+        await self.redis.script_load(_mark_booked.source)
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
         for booking, cell_seconds in live:
@@ -182,16 +189,16 @@ class Reconciler:
                 )
                 continue
             end_ms = int(booking.end.timestamp() * 1000)
-            for key in self.store.cell_keys(booking.resource_id, cells):
-                pipe.set(key, f"B:{booking.booking_id}", nx=True, pxat=end_ms)
-                queued += 1
+            keys = self.store.cell_keys(booking.resource_id, cells)
+            pipe.evalsha(_mark_booked.sha, len(keys), *keys, f"B:{booking.booking_id}", end_ms)
+            queued += len(keys)
             if queued >= BATCH:
-                marked += sum(1 for ok in await pipe.execute() if ok)
+                marked += sum(int(n) for n in await pipe.execute())
                 queued = 0
                 if not await self._renew(token):
                     return None
         if queued:
-            marked += sum(1 for ok in await pipe.execute() if ok)
+            marked += sum(int(n) for n in await pipe.execute())
         if not await self._renew(token):
             return None
         return marked

@@ -2,7 +2,8 @@
 
 Before reconciliation, a hold after a flush was granted over a confirmed booking and only the
 confirm refused it. After it, the booked range is refused at hold time, free cells stay free,
-and cancelled, ended or moved bookings and live holds are left as they are.
+and cancelled, ended or moved bookings are left as they are; a hold granted over a booked
+time loses it.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ async def test_cancelled_and_ended_bookings_are_not_resurrected_and_live_holds_a
     )  # fmt: skip
     booked = await _appointment(store, 70)
     await fresh.flush_redis()
-    # A hold granted over the booking while Redis had lost it: its owner keeps it (its confirm
-    # will be refused by PostgreSQL), the other cell is marked booked.
+    # A hold granted over the booking while Redis had lost it loses that cell (its confirm
+    # could only be refused, and left in place it would free the time when it lapsed).
     start, _ = _slot(70)
     live = await store.reserve_cells(
         resource_id=BAY, start=start, end=start + timedelta(seconds=CELL),
@@ -133,8 +134,10 @@ async def test_cancelled_and_ended_bookings_are_not_resurrected_and_live_holds_a
 
     assert done is not None and done.bookings == 1
     cells = store.cell_keys(BAY, store.cells(booked.start, booked.end, CELL))
-    token = live.hold_id.split(".")[1]
-    assert await fresh.redis.mget(cells) == [f"H:{token}", f"B:{booked.booking_id}"]
+    assert await fresh.redis.mget(cells) == [f"B:{booked.booking_id}"] * 2
+    # Released or lapsed, that hold gives nothing back: the time stays refused.
+    await store.release_hold(live.hold_id)
+    assert await fresh.redis.mget(cells) == [f"B:{booked.booking_id}"] * 2
     for gone in (_slot(60), (ended_start, ended_end)):
         keys = store.cell_keys(BAY, store.cells(gone[0], gone[1], CELL))
         assert await fresh.redis.mget(keys) == [None, None]

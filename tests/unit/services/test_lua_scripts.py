@@ -32,6 +32,7 @@ def test_every_script_is_checked() -> None:
         "claim.lua",
         "epoch.lua",
         "finalize.lua",
+        "mark_booked.lua",
         "negotiate.lua",
         "rate_window.lua",
         "release.lua",

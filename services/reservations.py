@@ -44,7 +44,7 @@ from services.errors import (
     NotFound,
     Unavailable,
 )
-from services.kv import LuaScript
+from services.kv import ClaimReply, LuaScript, NegotiateReply, ReleaseReply, ReserveReply
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ _claim = LuaScript("claim")
 _finalize = LuaScript("finalize")
 _unclaim = LuaScript("unclaim")
 _release = LuaScript("release")
+_negotiate = LuaScript("negotiate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,20 @@ class Booking:
             created_at=row["created_at"],
             replayed=replayed,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """negotiate.lua's answer to one proposed rate: what it decided, and the hold's terms."""
+
+    reply: NegotiateReply
+    attempts: int
+    floor_cents: int
+    max_cents: int
+    agreed_cents: int | None  # the rate locked to the hold, if any
+    start: datetime
+    end: datetime
+    kind: str
 
 
 # Called inside the booking's transaction so a service can write its detail rows atomically.
@@ -310,13 +325,14 @@ class ReservationStore:
             result = await _reserve(self.redis, keys, args)
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        status = int(result[0])
-        if status == 4:  # 422, as draft-ietf-httpapi-idempotency-key-header has it
+        status = ReserveReply(int(result[0]))
+        # 422, as draft-ietf-httpapi-idempotency-key-header has it
+        if status == ReserveReply.KEY_REUSED:
             raise IdempotencyKeyReused(
                 "That idempotency key was already used for a different hold; use a new key.",
                 idempotency_key=idempotency_key,
             )
-        if status == 0:
+        if status == ReserveReply.TAKEN:
             taken_at = start + timedelta(seconds=cell_seconds * (int(result[1]) - 1))
             if cell_seconds == DAY:
                 taken_at = datetime.combine(
@@ -330,7 +346,7 @@ class ReservationStore:
                 taken_from=taken_at.isoformat(),
             )
         hold_id = f"{resource_id}.{result[1]}"
-        if status == 2:
+        if status == ReserveReply.REPLAYED:
             return await self.get_hold(hold_id, replayed=True)
         return Hold(
             hold_id=hold_id,
@@ -395,9 +411,33 @@ class ReservationStore:
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        if int(freed) < 0:
+        if int(freed) == ReleaseReply.REFUSED:
             raise Conflict("That hold is being confirmed and can no longer be released.")
         return True
+
+    # -- negotiation --------------------------------------------------------------------------
+
+    async def negotiate(
+        self, hold_id: str, *, proposed_cents: int, max_attempts: int
+    ) -> Negotiation:
+        """Propose a rate for a hold with rate bounds (negotiate.lua): counted, compared with
+        the bounds and, when accepted, locked to the hold, in one step."""
+        try:
+            reply = await _negotiate(
+                self.redis, [self.hold_key(hold_id)], [proposed_cents, max_attempts]
+            )
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        return Negotiation(
+            reply=NegotiateReply(int(reply[0])),
+            attempts=int(reply[1]),
+            floor_cents=int(reply[2]),
+            max_cents=int(reply[3]),
+            agreed_cents=int(reply[4]) if reply[4] != "" else None,
+            start=_from_ms(reply[5]),
+            end=_from_ms(reply[6]),
+            kind=str(reply[7]),
+        )
 
     # -- confirm ------------------------------------------------------------------------------
 
@@ -435,16 +475,16 @@ class ReservationStore:
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        status = int(claimed[0])
-        if status == 0:
+        status = ClaimReply(int(claimed[0]))
+        if status == ClaimReply.NO_HOLD:
             return await self._confirmed_or_expired(hold_id)
-        if status == -1:
+        if status == ClaimReply.CELL_LOST:
             await self._release_quietly(key, cell_keys, f"H:{token}", drop_hash=True)
             raise HoldExpired(
                 "That hold lapsed before it was confirmed; place a new hold.", hold_id=hold_id
             )
         raw = dict(zip(claimed[1::2], claimed[2::2], strict=True))
-        if status == 3:
+        if status == ClaimReply.UNDER_WAY:
             # An earlier confirm claimed this hold and has not finished: its reply was lost, its
             # replica died, or it is still writing. Finish it under its booking id rather than
             # wait for its claim to lapse; the unique hold_id lets only one row in, and both
@@ -802,7 +842,7 @@ class ReservationStore:
             result = await _reserve(self.redis, keys, args)
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        if int(result[0]) == 0:
+        if int(result[0]) == ReserveReply.TAKEN:
             raise Unavailable("That time is already taken.", resource_id=resource_id)
         # The stored range spans the fresh cells; release_hold recomputes the cells from it, so
         # it only frees cells carrying this token's marker.

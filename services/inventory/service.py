@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from time import monotonic
 from typing import Any
@@ -52,7 +52,7 @@ from services.inventory.requirements import (
     describe_requirements,
     spoken_list,
 )
-from services.kv import LuaScript
+from services.kv import NegotiateReply
 from services.ratelimit import HoldQuota
 from services.reservations import (
     DAY,
@@ -77,8 +77,6 @@ _QUOTA_SLOT = "quota_slot"
 _CATEGORY = re.compile(r"^[a-z][a-z_]{0,39}$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STATUSES: tuple[UnitStatus, ...] = ("AVAILABLE", "RENTED", "MAINTENANCE")
-
-_negotiate = LuaScript("negotiate")
 
 # Store failures that mean "try again shortly", not "your request was wrong": the one
 # definition every service uses (services.storage).
@@ -111,10 +109,6 @@ def _cents(amount: Decimal) -> int:
 
 def _from_cents(cents: int | str) -> Decimal:
     return (Decimal(int(cents)) / 100).quantize(CENT)
-
-
-def _from_ms(ms: int | str) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
 def _money(amount: Decimal) -> str:
@@ -454,19 +448,16 @@ class InventoryService:
         amount = _parse_amount(rate, field="rate")
         proposed = _cents(amount)
         max_attempts = self.settings.negotiation_max_attempts
-        try:
-            reply = await _negotiate(
-                self.redis, [self.store.hold_key(hold_id)], [proposed, max_attempts]
-            )
-        except RedisError as e:
-            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        code, attempts = int(reply[0]), int(reply[1])
-        floor, ceiling = _from_cents(reply[2]), _from_cents(reply[3])
-        agreed = reply[4]
+        answer = await self.store.negotiate(
+            hold_id, proposed_cents=proposed, max_attempts=max_attempts
+        )
+        code, attempts = answer.reply, answer.attempts
+        floor, ceiling = _from_cents(answer.floor_cents), _from_cents(answer.max_cents)
+        agreed = answer.agreed_cents or 0
         left = max(0, max_attempts - attempts)
         unit = await self._cached_unit(unit_id)
         facts: dict[str, Any] = {"hold_id": hold_id, "attempts_left": left}
-        if code == 0:
+        if code == NegotiateReply.NO_HOLD:
             if await self._booking_for_hold(hold_id) is not None:
                 raise NegotiationRefused(
                     "That hold is already confirmed; its rate can no longer change.", **facts
@@ -474,18 +465,18 @@ class InventoryService:
             raise HoldExpired(
                 "That hold has expired or was released; place a new hold.", hold_id=hold_id
             )
-        if code == 3:
+        if code == NegotiateReply.CONFIRMING:
             raise NegotiationRefused(
                 "That hold is being confirmed; its rate can no longer change.", **facts
             )
-        if code == 4 and int(agreed) != proposed:
+        if code == NegotiateReply.LOCKED and agreed != proposed:
             raise NegotiationRefused(
                 f"A rate of {_money(_from_cents(agreed))} per day is already agreed for this "
                 "hold and cannot change.",
                 agreed_rate=str(_from_cents(agreed)),
                 **facts,
             )
-        if code == 5:
+        if code == NegotiateReply.NO_ATTEMPTS_LEFT:
             raise NegotiationRefused(
                 f"We have reached the limit of {max_attempts} offers for this hold; the rate "
                 f"for the {unit.name} is {_money(floor)} per day.",
@@ -493,21 +484,21 @@ class InventoryService:
                 **facts,
             )
         last = " That was the last offer we can take for this hold." if left == 0 else ""
-        if code == 6:
+        if code == NegotiateReply.BELOW_FLOOR:
             raise NegotiationRefused(
                 f"The lowest rate we can accept for the {unit.name} is {_money(floor)} per day."
                 + last,
                 lowest_rate=str(floor),
                 **facts,
             )
-        if code == 7:
+        if code == NegotiateReply.ABOVE_MAXIMUM:
             raise NegotiationRefused(
                 f"That is above our highest rate for the {unit.name}, which is "
                 f"{_money(ceiling)} per day." + last,
                 highest_rate=str(ceiling),
                 **facts,
             )
-        days, _ = self._length(_from_ms(reply[5]), _from_ms(reply[6]), str(reply[7]))
+        days, _ = self._length(answer.start, answer.end, answer.kind)
         agreed_rate = _from_cents(agreed)
         return RateAgreement(
             hold_id=hold_id,

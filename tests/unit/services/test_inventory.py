@@ -17,6 +17,7 @@ from services.inventory import HORIZON_DAYS, HoldRequest, InventoryService, Rent
 from services.inventory import service as inventory_service
 from services.inventory.requirements import describe_requirements, spoken_list
 from services.inventory.service import _category_candidates, _parse_amount
+from services.kv import NegotiateReply
 from services.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -208,13 +209,15 @@ def test_negotiate_codes_agree_between_the_script_and_propose_rate() -> None:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "propose_rate"
     )
     handled = {
-        node.comparators[0].value
+        NegotiateReply[node.comparators[0].attr].value
         for node in ast.walk(propose)
         if isinstance(node, ast.Compare)
         and isinstance(node.left, ast.Name)
         and node.left.id == "code"
         and isinstance(node.ops[0], ast.Eq)
-        and isinstance(node.comparators[0], ast.Constant)
+        and isinstance(node.comparators[0], ast.Attribute)
+        and isinstance(node.comparators[0].value, ast.Name)
+        and node.comparators[0].value.id == "NegotiateReply"
     }
     assert returned == documented == {0, 1, 3, 4, 5, 6, 7}
     assert handled | {1} == returned and 1 not in handled

@@ -80,3 +80,11 @@ def test_the_named_replies_are_the_statuses_the_script_returns(name: str) -> Non
         assert re.search(rf"(?<![\w-]){status}(?![\w])", returns), (
             f"{name}.lua's header does not state {status}"
         )
+
+
+def test_the_reserve_script_has_no_reply_without_a_fingerprint() -> None:
+    """A replay is answered only for a record that carries the request's fingerprint: the
+    branch for records from before fingerprints (`return {2, prior}`) is gone."""
+    _, body = _header_and_body("reserve.lua")
+    assert "return {2, prior}" not in body
+    assert body.count("return {2,") == 1

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -78,6 +78,72 @@ class Hold:
     # Anything the owning service stored with the hold (unit requirements, negotiated rate...).
     fields: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldHash:
+    """The hold's Redis hash, the one schema of its fields: reserve.lua stores ``to_hash()``;
+    claim.lua adds ``state`` and ``pending`` while a confirm is under way; unclaim.lua reads
+    ``expires_ms``, negotiate.lua ``start_ms``, ``end_ms``, ``kind`` and the owner's rate
+    fields (services.inventory's UnitTerms). ``extra`` is whatever the owning service stored."""
+
+    resource_id: str
+    start_ms: int
+    end_ms: int
+    cell_seconds: int
+    kind: str
+    call_id: str | None
+    expires_ms: int
+    extra: dict[str, str] = field(default_factory=dict)
+    state: str | None = None  # 'confirming' once claimed
+    pending: str | None = None  # the claim's marker, 'P:<booking_id>'
+
+    OWN: ClassVar[frozenset[str]] = frozenset(
+        {"resource_id", "start_ms", "end_ms", "cell_seconds", "kind", "call_id", "expires_ms",
+         "state", "pending"}
+    )  # fmt: skip
+
+    def to_hash(self) -> dict[str, str]:
+        """The fields reserve.lua stores (a new hold is never claimed: no state, no pending)."""
+        return {
+            "resource_id": self.resource_id,
+            "start_ms": str(self.start_ms),
+            "end_ms": str(self.end_ms),
+            "cell_seconds": str(self.cell_seconds),
+            "kind": self.kind,
+            "call_id": self.call_id or "",
+            "expires_ms": str(self.expires_ms),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> HoldHash:
+        return cls(
+            resource_id=raw["resource_id"],
+            start_ms=int(raw["start_ms"]),
+            end_ms=int(raw["end_ms"]),
+            cell_seconds=int(raw["cell_seconds"]),
+            kind=raw["kind"],
+            call_id=raw["call_id"] or None,
+            expires_ms=int(raw["expires_ms"]),
+            extra={k: v for k, v in raw.items() if k not in cls.OWN},
+            state=raw.get("state"),
+            pending=raw.get("pending"),
+        )
+
+    def hold(self, hold_id: str, *, replayed: bool = False) -> Hold:
+        return Hold(
+            hold_id=hold_id,
+            resource_id=self.resource_id,
+            start=_from_ms(self.start_ms),
+            end=_from_ms(self.end_ms),
+            expires_at=_from_ms(self.expires_ms),
+            kind=self.kind,
+            call_id=self.call_id,
+            cell_seconds=self.cell_seconds,
+            fields=dict(self.extra),
+            replayed=replayed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,16 +364,16 @@ class ReservationStore:
         ttl_ms = (ttl_seconds or self.hold_ttl_seconds) * 1000
         token = secrets.token_hex(12)
         expires_ms = int(time.time() * 1000) + ttl_ms
-        stored = {
-            "resource_id": resource_id,
-            "start_ms": str(_ms(start)),
-            "end_ms": str(_ms(end)),
-            "cell_seconds": str(cell_seconds),
-            "kind": kind,
-            "call_id": call_id or "",
-            "expires_ms": str(expires_ms),
-            **(fields or {}),
-        }
+        stored = HoldHash(
+            resource_id=resource_id,
+            start_ms=_ms(start),
+            end_ms=_ms(end),
+            cell_seconds=cell_seconds,
+            kind=kind,
+            call_id=call_id,
+            expires_ms=expires_ms,
+            extra=dict(fields or {}),
+        )
         tag = self._tag(resource_id)
         keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
         keys += self.cell_keys(resource_id, cells)
@@ -319,7 +385,7 @@ class ReservationStore:
             else ""
         )
         args: list[Any] = [token, ttl_ms, fingerprint]
-        for k, v in stored.items():
+        for k, v in stored.to_hash().items():
             args += [k, v]
         try:
             result = await _reserve(self.redis, keys, args)
@@ -378,22 +444,7 @@ class ReservationStore:
 
     @staticmethod
     def _hold_from_hash(hold_id: str, raw: dict[str, str], *, replayed: bool = False) -> Hold:
-        own = {
-            "resource_id", "start_ms", "end_ms", "cell_seconds", "kind", "call_id", "expires_ms",
-            "state", "pending",
-        }  # fmt: skip
-        return Hold(
-            hold_id=hold_id,
-            resource_id=raw["resource_id"],
-            start=_from_ms(raw["start_ms"]),
-            end=_from_ms(raw["end_ms"]),
-            expires_at=_from_ms(raw["expires_ms"]),
-            kind=raw["kind"],
-            call_id=raw["call_id"] or None,
-            cell_seconds=int(raw["cell_seconds"]),
-            fields={k: v for k, v in raw.items() if k not in own},
-            replayed=replayed,
-        )
+        return HoldHash.from_hash(raw).hold(hold_id, replayed=replayed)
 
     async def release_hold(self, hold_id: str) -> bool:
         """Let the hold go. True if it existed; a hold being confirmed cannot be released."""
@@ -402,9 +453,8 @@ class ReservationStore:
         raw = await self._read_hold_hash(key)
         if not raw:
             return False
-        cells = self.cells(
-            _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
-        )
+        held = HoldHash.from_hash(raw)
+        cells = self.cells(_from_ms(held.start_ms), _from_ms(held.end_ms), held.cell_seconds)
         try:
             freed = await _release(
                 self.redis, [key, *self.cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
@@ -483,15 +533,15 @@ class ReservationStore:
             raise HoldExpired(
                 "That hold lapsed before it was confirmed; place a new hold.", hold_id=hold_id
             )
-        raw = dict(zip(claimed[1::2], claimed[2::2], strict=True))
+        held = HoldHash.from_hash(dict(zip(claimed[1::2], claimed[2::2], strict=True)))
         if status == ClaimReply.UNDER_WAY:
             # An earlier confirm claimed this hold and has not finished: its reply was lost, its
             # replica died, or it is still writing. Finish it under its booking id rather than
             # wait for its claim to lapse; the unique hold_id lets only one row in, and both
             # confirms answer that row.
-            booking_id = _pending_booking_id(raw.get("pending", ""))
+            booking_id = _pending_booking_id(held.pending or "")
         pending = f"P:{booking_id}"
-        hold = self._hold_from_hash(hold_id, raw)
+        hold = held.hold(hold_id)
 
         try:
             booking = await self._insert_booking(booking_id, hold, write_details, detail_rows)
@@ -825,17 +875,17 @@ class ReservationStore:
         first = cells[0]
         start = self._cell_start(first, cell_seconds)
         end = self._cell_start(cells[-1] + 1, cell_seconds)
-        stored = {
-            "resource_id": resource_id,
-            "start_ms": str(_ms(start)),
-            "end_ms": str(_ms(end)),
-            "cell_seconds": str(cell_seconds),
-            "kind": kind,
-            "call_id": "",
-            "expires_ms": str(int(time.time() * 1000) + ttl_ms),
-        }
+        stored = HoldHash(
+            resource_id=resource_id,
+            start_ms=_ms(start),
+            end_ms=_ms(end),
+            cell_seconds=cell_seconds,
+            kind=kind,
+            call_id=None,
+            expires_ms=int(time.time() * 1000) + ttl_ms,
+        )
         args: list[Any] = [token, ttl_ms, ""]
-        for k, v in stored.items():
+        for k, v in stored.to_hash().items():
             args += [k, v]
         keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self.cell_keys(resource_id, cells)]
         try:
@@ -851,7 +901,7 @@ class ReservationStore:
             resource_id=resource_id,
             start=start,
             end=end,
-            expires_at=_from_ms(stored["expires_ms"]),
+            expires_at=_from_ms(stored.expires_ms),
             kind=kind,
             call_id=None,
             cell_seconds=cell_seconds,

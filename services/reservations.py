@@ -103,6 +103,39 @@ class HoldHash:
          "state", "pending"}
     )  # fmt: skip
 
+    @classmethod
+    def new(
+        cls,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        cell_seconds: int,
+        kind: str,
+        *,
+        call_id: str | None,
+        expires_ms: int,
+        extra: dict[str, str] | None = None,
+    ) -> HoldHash:
+        return cls(
+            resource_id, _ms(start), _ms(end), cell_seconds, kind, call_id, expires_ms,
+            dict(extra or {}),
+        )  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """What an idempotency key's record says it was used for: the request, not its TTL."""
+        what = (
+            f"{self.resource_id}|{self.start_ms}|{self.end_ms}|{self.cell_seconds}|{self.kind}"
+            f"|{self.call_id or ''}"
+        )
+        return hashlib.sha256(what.encode()).hexdigest()[:24]
+
+    def reserve_args(self, token: str, ttl_ms: int, fingerprint: str) -> list[Any]:
+        """reserve.lua's ARGV: the token, the TTL, the fingerprint, then the hash's pairs."""
+        args: list[Any] = [token, ttl_ms, fingerprint]
+        for k, v in self.to_hash().items():
+            args += [k, v]
+        return args
+
     def to_hash(self) -> dict[str, str]:
         """The fields reserve.lua stores (a new hold is never claimed: no state, no pending)."""
         return {
@@ -247,18 +280,6 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def _fingerprint(
-    resource_id: str,
-    start: datetime,
-    end: datetime,
-    cell_seconds: int,
-    kind: str,
-    call_id: str | None,
-) -> str:
-    what = f"{resource_id}|{_ms(start)}|{_ms(end)}|{cell_seconds}|{kind}|{call_id or ''}"
-    return hashlib.sha256(what.encode()).hexdigest()[:24]
-
-
 def _from_ms(ms: int | str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
@@ -364,31 +385,20 @@ class ReservationStore:
         ttl_ms = (ttl_seconds or self.hold_ttl_seconds) * 1000
         token = secrets.token_hex(12)
         expires_ms = int(time.time() * 1000) + ttl_ms
-        stored = HoldHash(
-            resource_id=resource_id,
-            start_ms=_ms(start),
-            end_ms=_ms(end),
-            cell_seconds=cell_seconds,
-            kind=kind,
-            call_id=call_id,
-            expires_ms=expires_ms,
-            extra=dict(fields or {}),
-        )
+        stored = HoldHash.new(
+            resource_id, start, end, cell_seconds, kind,
+            call_id=call_id, expires_ms=expires_ms, extra=fields,
+        )  # fmt: skip
         tag = self._tag(resource_id)
         keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
         keys += self.cell_keys(resource_id, cells)
         # A replay must ask for the same thing: the key's record carries the request's
         # fingerprint, and the script refuses the key for anything else.
-        fingerprint = (
-            _fingerprint(resource_id, start, end, cell_seconds, kind, call_id)
-            if idempotency_key
-            else ""
-        )
-        args: list[Any] = [token, ttl_ms, fingerprint]
-        for k, v in stored.to_hash().items():
-            args += [k, v]
+        fingerprint = stored.fingerprint() if idempotency_key else ""
         try:
-            result = await _reserve(self.redis, keys, args)
+            result = await _reserve(
+                self.redis, keys, stored.reserve_args(token, ttl_ms, fingerprint)
+            )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
         status = ReserveReply(int(result[0]))
@@ -875,21 +885,13 @@ class ReservationStore:
         first = cells[0]
         start = self._cell_start(first, cell_seconds)
         end = self._cell_start(cells[-1] + 1, cell_seconds)
-        stored = HoldHash(
-            resource_id=resource_id,
-            start_ms=_ms(start),
-            end_ms=_ms(end),
-            cell_seconds=cell_seconds,
-            kind=kind,
-            call_id=None,
-            expires_ms=int(time.time() * 1000) + ttl_ms,
-        )
-        args: list[Any] = [token, ttl_ms, ""]
-        for k, v in stored.to_hash().items():
-            args += [k, v]
+        stored = HoldHash.new(
+            resource_id, start, end, cell_seconds, kind,
+            call_id=None, expires_ms=int(time.time() * 1000) + ttl_ms,
+        )  # fmt: skip
         keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self.cell_keys(resource_id, cells)]
         try:
-            result = await _reserve(self.redis, keys, args)
+            result = await _reserve(self.redis, keys, stored.reserve_args(token, ttl_ms, ""))
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
         if int(result[0]) == ReserveReply.TAKEN:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.errors import RateLimited
-from services.kv import LuaScript
+from services.kv import CallHoldsReply, LuaScript, RateWindowReply
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class WriteLimiter:
         except RedisError:
             log.warning("rate limiter unavailable; write let through")
             return
-        if int(over) == 0:
+        if int(over) == RateWindowReply.ADMITTED:
             return
         wait = _seconds(int(ms))
         if kinds[int(over) - 1] == "call":
@@ -156,7 +156,7 @@ class HoldQuota:
             # The hold itself needs Redis and will answer 503 if it is really gone.
             log.warning("hold quota unavailable; hold let through")
             return None
-        if int(reply[0]) == 1:
+        if int(reply[0]) == CallHoldsReply.TAKEN:
             return slot
         live = int(reply[1])
         raise RateLimited(

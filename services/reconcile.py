@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from asyncpg.types import Range
 
 from services.errors import InvalidInput
-from services.kv import LuaScript
+from services.kv import EpochReply, LuaScript
 from services.reservations import Booking, ReservationStore
 from services.settings import Settings
 
@@ -167,7 +167,7 @@ class Reconciler:
             [self.lock_key, self.epoch_key],
             [token, "commit", LOCK_MS, f"{int(time.time() * 1000)}:{token}"],
         )
-        if not int(committed):
+        if int(committed) != EpochReply.DONE:
             return None
         return Rebuild(bookings=len(live), cells_marked=marked, cells_freed=freed)
 
@@ -205,7 +205,8 @@ class Reconciler:
 
     async def _renew(self, token: str) -> bool:
         args = [token, "renew", LOCK_MS, ""]
-        return bool(int(await _epoch(self.redis, [self.lock_key, self.epoch_key], args)))
+        done = await _epoch(self.redis, [self.lock_key, self.epoch_key], args)
+        return int(done) == EpochReply.DONE
 
     async def _changed_since(
         self, live: list[tuple[Booking, int]]

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -44,7 +44,7 @@ from services.errors import (
     NotFound,
     Unavailable,
 )
-from services.kv import LuaScript
+from services.kv import ClaimReply, LuaScript, NegotiateReply, ReleaseReply, ReserveReply
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ _claim = LuaScript("claim")
 _finalize = LuaScript("finalize")
 _unclaim = LuaScript("unclaim")
 _release = LuaScript("release")
+_negotiate = LuaScript("negotiate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,105 @@ class Hold:
     # Anything the owning service stored with the hold (unit requirements, negotiated rate...).
     fields: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldHash:
+    """The hold's Redis hash, the one schema of its fields: reserve.lua stores ``to_hash()``;
+    claim.lua adds ``state`` and ``pending`` while a confirm is under way; unclaim.lua reads
+    ``expires_ms``, negotiate.lua ``start_ms``, ``end_ms``, ``kind`` and the owner's rate
+    fields (services.inventory's UnitTerms). ``extra`` is whatever the owning service stored."""
+
+    resource_id: str
+    start_ms: int
+    end_ms: int
+    cell_seconds: int
+    kind: str
+    call_id: str | None
+    expires_ms: int
+    extra: dict[str, str] = field(default_factory=dict)
+    state: str | None = None  # 'confirming' once claimed
+    pending: str | None = None  # the claim's marker, 'P:<booking_id>'
+
+    OWN: ClassVar[frozenset[str]] = frozenset(
+        {"resource_id", "start_ms", "end_ms", "cell_seconds", "kind", "call_id", "expires_ms",
+         "state", "pending"}
+    )  # fmt: skip
+
+    @classmethod
+    def new(
+        cls,
+        resource_id: str,
+        start: datetime,
+        end: datetime,
+        cell_seconds: int,
+        kind: str,
+        *,
+        call_id: str | None,
+        expires_ms: int,
+        extra: dict[str, str] | None = None,
+    ) -> HoldHash:
+        return cls(
+            resource_id, _ms(start), _ms(end), cell_seconds, kind, call_id, expires_ms,
+            dict(extra or {}),
+        )  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """What an idempotency key's record says it was used for: the request, not its TTL."""
+        what = (
+            f"{self.resource_id}|{self.start_ms}|{self.end_ms}|{self.cell_seconds}|{self.kind}"
+            f"|{self.call_id or ''}"
+        )
+        return hashlib.sha256(what.encode()).hexdigest()[:24]
+
+    def reserve_args(self, token: str, ttl_ms: int, fingerprint: str) -> list[Any]:
+        """reserve.lua's ARGV: the token, the TTL, the fingerprint, then the hash's pairs."""
+        args: list[Any] = [token, ttl_ms, fingerprint]
+        for k, v in self.to_hash().items():
+            args += [k, v]
+        return args
+
+    def to_hash(self) -> dict[str, str]:
+        """The fields reserve.lua stores (a new hold is never claimed: no state, no pending)."""
+        return {
+            "resource_id": self.resource_id,
+            "start_ms": str(self.start_ms),
+            "end_ms": str(self.end_ms),
+            "cell_seconds": str(self.cell_seconds),
+            "kind": self.kind,
+            "call_id": self.call_id or "",
+            "expires_ms": str(self.expires_ms),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> HoldHash:
+        return cls(
+            resource_id=raw["resource_id"],
+            start_ms=int(raw["start_ms"]),
+            end_ms=int(raw["end_ms"]),
+            cell_seconds=int(raw["cell_seconds"]),
+            kind=raw["kind"],
+            call_id=raw["call_id"] or None,
+            expires_ms=int(raw["expires_ms"]),
+            extra={k: v for k, v in raw.items() if k not in cls.OWN},
+            state=raw.get("state"),
+            pending=raw.get("pending"),
+        )
+
+    def hold(self, hold_id: str, *, replayed: bool = False) -> Hold:
+        return Hold(
+            hold_id=hold_id,
+            resource_id=self.resource_id,
+            start=_from_ms(self.start_ms),
+            end=_from_ms(self.end_ms),
+            expires_at=_from_ms(self.expires_ms),
+            kind=self.kind,
+            call_id=self.call_id,
+            cell_seconds=self.cell_seconds,
+            fields=dict(self.extra),
+            replayed=replayed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +208,20 @@ class Booking:
             created_at=row["created_at"],
             replayed=replayed,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """negotiate.lua's answer to one proposed rate: what it decided, and the hold's terms."""
+
+    reply: NegotiateReply
+    attempts: int
+    floor_cents: int
+    max_cents: int
+    agreed_cents: int | None  # the rate locked to the hold, if any
+    start: datetime
+    end: datetime
+    kind: str
 
 
 # Called inside the booking's transaction so a service can write its detail rows atomically.
@@ -164,18 +278,6 @@ def new_reference() -> str:
 
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
-
-
-def _fingerprint(
-    resource_id: str,
-    start: datetime,
-    end: datetime,
-    cell_seconds: int,
-    kind: str,
-    call_id: str | None,
-) -> str:
-    what = f"{resource_id}|{_ms(start)}|{_ms(end)}|{cell_seconds}|{kind}|{call_id or ''}"
-    return hashlib.sha256(what.encode()).hexdigest()[:24]
 
 
 def _from_ms(ms: int | str) -> datetime:
@@ -283,40 +385,30 @@ class ReservationStore:
         ttl_ms = (ttl_seconds or self.hold_ttl_seconds) * 1000
         token = secrets.token_hex(12)
         expires_ms = int(time.time() * 1000) + ttl_ms
-        stored = {
-            "resource_id": resource_id,
-            "start_ms": str(_ms(start)),
-            "end_ms": str(_ms(end)),
-            "cell_seconds": str(cell_seconds),
-            "kind": kind,
-            "call_id": call_id or "",
-            "expires_ms": str(expires_ms),
-            **(fields or {}),
-        }
+        stored = HoldHash.new(
+            resource_id, start, end, cell_seconds, kind,
+            call_id=call_id, expires_ms=expires_ms, extra=fields,
+        )  # fmt: skip
         tag = self._tag(resource_id)
         keys = [f"{tag}:h:{token}", f"{tag}:i:{idempotency_key or '-'}"]
         keys += self.cell_keys(resource_id, cells)
         # A replay must ask for the same thing: the key's record carries the request's
         # fingerprint, and the script refuses the key for anything else.
-        fingerprint = (
-            _fingerprint(resource_id, start, end, cell_seconds, kind, call_id)
-            if idempotency_key
-            else ""
-        )
-        args: list[Any] = [token, ttl_ms, fingerprint]
-        for k, v in stored.items():
-            args += [k, v]
+        fingerprint = stored.fingerprint() if idempotency_key else ""
         try:
-            result = await _reserve(self.redis, keys, args)
+            result = await _reserve(
+                self.redis, keys, stored.reserve_args(token, ttl_ms, fingerprint)
+            )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        status = int(result[0])
-        if status == 4:  # 422, as draft-ietf-httpapi-idempotency-key-header has it
+        status = ReserveReply(int(result[0]))
+        # 422, as draft-ietf-httpapi-idempotency-key-header has it
+        if status == ReserveReply.KEY_REUSED:
             raise IdempotencyKeyReused(
                 "That idempotency key was already used for a different hold; use a new key.",
                 idempotency_key=idempotency_key,
             )
-        if status == 0:
+        if status == ReserveReply.TAKEN:
             taken_at = start + timedelta(seconds=cell_seconds * (int(result[1]) - 1))
             if cell_seconds == DAY:
                 taken_at = datetime.combine(
@@ -330,7 +422,7 @@ class ReservationStore:
                 taken_from=taken_at.isoformat(),
             )
         hold_id = f"{resource_id}.{result[1]}"
-        if status == 2:
+        if status == ReserveReply.REPLAYED:
             return await self.get_hold(hold_id, replayed=True)
         return Hold(
             hold_id=hold_id,
@@ -362,22 +454,7 @@ class ReservationStore:
 
     @staticmethod
     def _hold_from_hash(hold_id: str, raw: dict[str, str], *, replayed: bool = False) -> Hold:
-        own = {
-            "resource_id", "start_ms", "end_ms", "cell_seconds", "kind", "call_id", "expires_ms",
-            "state", "pending",
-        }  # fmt: skip
-        return Hold(
-            hold_id=hold_id,
-            resource_id=raw["resource_id"],
-            start=_from_ms(raw["start_ms"]),
-            end=_from_ms(raw["end_ms"]),
-            expires_at=_from_ms(raw["expires_ms"]),
-            kind=raw["kind"],
-            call_id=raw["call_id"] or None,
-            cell_seconds=int(raw["cell_seconds"]),
-            fields={k: v for k, v in raw.items() if k not in own},
-            replayed=replayed,
-        )
+        return HoldHash.from_hash(raw).hold(hold_id, replayed=replayed)
 
     async def release_hold(self, hold_id: str) -> bool:
         """Let the hold go. True if it existed; a hold being confirmed cannot be released."""
@@ -386,18 +463,41 @@ class ReservationStore:
         raw = await self._read_hold_hash(key)
         if not raw:
             return False
-        cells = self.cells(
-            _from_ms(raw["start_ms"]), _from_ms(raw["end_ms"]), int(raw["cell_seconds"])
-        )
+        held = HoldHash.from_hash(raw)
+        cells = self.cells(_from_ms(held.start_ms), _from_ms(held.end_ms), held.cell_seconds)
         try:
             freed = await _release(
                 self.redis, [key, *self.cell_keys(resource_id, cells)], [f"H:{token}", "1", "1"]
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        if int(freed) < 0:
+        if int(freed) == ReleaseReply.REFUSED:
             raise Conflict("That hold is being confirmed and can no longer be released.")
         return True
+
+    # -- negotiation --------------------------------------------------------------------------
+
+    async def negotiate(
+        self, hold_id: str, *, proposed_cents: int, max_attempts: int
+    ) -> Negotiation:
+        """Propose a rate for a hold with rate bounds (negotiate.lua): counted, compared with
+        the bounds and, when accepted, locked to the hold, in one step."""
+        try:
+            reply = await _negotiate(
+                self.redis, [self.hold_key(hold_id)], [proposed_cents, max_attempts]
+            )
+        except RedisError as e:
+            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
+        return Negotiation(
+            reply=NegotiateReply(int(reply[0])),
+            attempts=int(reply[1]),
+            floor_cents=int(reply[2]),
+            max_cents=int(reply[3]),
+            agreed_cents=int(reply[4]) if reply[4] != "" else None,
+            start=_from_ms(reply[5]),
+            end=_from_ms(reply[6]),
+            kind=str(reply[7]),
+        )
 
     # -- confirm ------------------------------------------------------------------------------
 
@@ -435,23 +535,23 @@ class ReservationStore:
             )
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        status = int(claimed[0])
-        if status == 0:
+        status = ClaimReply(int(claimed[0]))
+        if status == ClaimReply.NO_HOLD:
             return await self._confirmed_or_expired(hold_id)
-        if status == -1:
+        if status == ClaimReply.CELL_LOST:
             await self._release_quietly(key, cell_keys, f"H:{token}", drop_hash=True)
             raise HoldExpired(
                 "That hold lapsed before it was confirmed; place a new hold.", hold_id=hold_id
             )
-        raw = dict(zip(claimed[1::2], claimed[2::2], strict=True))
-        if status == 3:
+        held = HoldHash.from_hash(dict(zip(claimed[1::2], claimed[2::2], strict=True)))
+        if status == ClaimReply.UNDER_WAY:
             # An earlier confirm claimed this hold and has not finished: its reply was lost, its
             # replica died, or it is still writing. Finish it under its booking id rather than
             # wait for its claim to lapse; the unique hold_id lets only one row in, and both
             # confirms answer that row.
-            booking_id = _pending_booking_id(raw.get("pending", ""))
+            booking_id = _pending_booking_id(held.pending or "")
         pending = f"P:{booking_id}"
-        hold = self._hold_from_hash(hold_id, raw)
+        hold = held.hold(hold_id)
 
         try:
             booking = await self._insert_booking(booking_id, hold, write_details, detail_rows)
@@ -785,24 +885,16 @@ class ReservationStore:
         first = cells[0]
         start = self._cell_start(first, cell_seconds)
         end = self._cell_start(cells[-1] + 1, cell_seconds)
-        stored = {
-            "resource_id": resource_id,
-            "start_ms": str(_ms(start)),
-            "end_ms": str(_ms(end)),
-            "cell_seconds": str(cell_seconds),
-            "kind": kind,
-            "call_id": "",
-            "expires_ms": str(int(time.time() * 1000) + ttl_ms),
-        }
-        args: list[Any] = [token, ttl_ms, ""]
-        for k, v in stored.items():
-            args += [k, v]
+        stored = HoldHash.new(
+            resource_id, start, end, cell_seconds, kind,
+            call_id=None, expires_ms=int(time.time() * 1000) + ttl_ms,
+        )  # fmt: skip
         keys = [f"{tag}:h:{token}", f"{tag}:i:-", *self.cell_keys(resource_id, cells)]
         try:
-            result = await _reserve(self.redis, keys, args)
+            result = await _reserve(self.redis, keys, stored.reserve_args(token, ttl_ms, ""))
         except RedisError as e:
             raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        if int(result[0]) == 0:
+        if int(result[0]) == ReserveReply.TAKEN:
             raise Unavailable("That time is already taken.", resource_id=resource_id)
         # The stored range spans the fresh cells; release_hold recomputes the cells from it, so
         # it only frees cells carrying this token's marker.
@@ -811,7 +903,7 @@ class ReservationStore:
             resource_id=resource_id,
             start=start,
             end=end,
-            expires_at=_from_ms(stored["expires_ms"]),
+            expires_at=_from_ms(stored.expires_ms),
             kind=kind,
             call_id=None,
             cell_seconds=cell_seconds,

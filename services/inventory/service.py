@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from time import monotonic
 from typing import Any
@@ -36,6 +36,7 @@ from services.errors import (
     VerificationRequired,
 )
 from services.inventory import _sql
+from services.inventory._terms import UnitTerms
 from services.inventory.models import (
     BookingKind,
     HoldRequest,
@@ -52,7 +53,7 @@ from services.inventory.requirements import (
     describe_requirements,
     spoken_list,
 )
-from services.kv import LuaScript
+from services.kv import NegotiateReply
 from services.ratelimit import HoldQuota
 from services.reservations import (
     DAY,
@@ -72,13 +73,9 @@ MAX_TEST_DRIVE_MINUTES = 240
 MAX_RATE = Decimal("1000000")  # per day; anything above is not a rate anyone means
 CENT = Decimal("0.01")
 _CONFIRM_SCOPE = "inventory.confirm"
-# The hold's field naming its slot of the call's quota (services.ratelimit.HoldQuota).
-_QUOTA_SLOT = "quota_slot"
 _CATEGORY = re.compile(r"^[a-z][a-z_]{0,39}$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STATUSES: tuple[UnitStatus, ...] = ("AVAILABLE", "RENTED", "MAINTENANCE")
-
-_negotiate = LuaScript("negotiate")
 
 # Store failures that mean "try again shortly", not "your request was wrong": the one
 # definition every service uses (services.storage).
@@ -111,10 +108,6 @@ def _cents(amount: Decimal) -> int:
 
 def _from_cents(cents: int | str) -> Decimal:
     return (Decimal(int(cents)) / 100).quantize(CENT)
-
-
-def _from_ms(ms: int | str) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
 def _money(amount: Decimal) -> str:
@@ -228,14 +221,6 @@ class InventoryService:
             start, end = self._rental_range(request.start, request.end)
         else:
             start, end = self._test_drive_range(request.start, request.end, unit.cell_minutes)
-        fields = {
-            "unit_name": unit.name,
-            "floor_cents": str(_cents(unit.daily_rate)),
-            "max_cents": str(_cents(unit.max_rate)),
-            "certification": unit.required_certification or "",
-            "min_insurance": str(unit.min_insurance) if unit.min_insurance is not None else "",
-            "attempts": "0",
-        }
         # The call's quota first, atomically per call: racing holds of one call cannot all
         # pass. The slot goes back when the hold ends, or now if it is not placed.
         slot = (
@@ -243,8 +228,14 @@ class InventoryService:
             if call_id
             else None
         )
-        if slot is not None:
-            fields[_QUOTA_SLOT] = slot
+        fields = UnitTerms(
+            unit_name=unit.name,
+            floor_cents=_cents(unit.daily_rate),
+            max_cents=_cents(unit.max_rate),
+            certification=unit.required_certification,
+            min_insurance=unit.min_insurance,
+            quota_slot=slot,
+        ).to_fields()
         try:
             hold = await self._reserve(unit, unit_id, start, end, call_id, fields, key, slot)
         except Unavailable as e:
@@ -264,7 +255,7 @@ class InventoryService:
                 booking_id=str(booking.booking_id),
                 reference=booking.reference,
             ) from None
-        return self._hold_response(hold)
+        return self._hold_response(hold, _terms(hold))
 
     async def _reserve(
         self,
@@ -300,9 +291,7 @@ class InventoryService:
     async def get_hold(self, hold_id: str) -> HoldResponse:
         await self._check_inventory_hold_id(hold_id)
         hold = await self.store.get_hold(hold_id)
-        if "floor_cents" not in hold.fields:
-            raise NotFound("There is no hold with that id.", hold_id=hold_id)
-        return self._hold_response(hold)
+        return self._hold_response(hold, _terms(hold))
 
     async def release_hold(self, hold_id: str) -> ReleaseResult:
         """Let a hold go; releasing one that is already gone is not an error."""
@@ -317,7 +306,8 @@ class InventoryService:
         return ReleaseResult(hold_id=hold_id, released=released)
 
     async def _give_back_slot(self, hold: Hold) -> None:
-        slot = hold.fields.get(_QUOTA_SLOT)
+        terms = UnitTerms.of(hold)
+        slot = terms.quota_slot if terms is not None else None
         if slot and hold.call_id:
             await self.quota.give_back(hold.call_id, slot)
 
@@ -409,15 +399,15 @@ class InventoryService:
             value = text
         return parse_datetime(value, field=field, tz=self.tz)
 
-    def _hold_response(self, hold: Hold) -> HoldResponse:
-        f = hold.fields
-        list_rate = _from_cents(f["floor_cents"])
-        rate = _from_cents(f["agreed_cents"]) if f.get("agreed_cents") else list_rate
+    def _hold_response(self, hold: Hold, terms: UnitTerms) -> HoldResponse:
+        list_rate = _from_cents(terms.floor_cents)
+        agreed = terms.agreed_cents
+        rate = _from_cents(agreed) if agreed is not None else list_rate
         days, minutes = self._length(hold.start, hold.end, hold.kind)
         return HoldResponse(
             hold_id=hold.hold_id,
             unit_id=hold.resource_id,
-            unit_name=f.get("unit_name", hold.resource_id),
+            unit_name=terms.name(hold),
             kind=_kind(hold.kind),
             start=hold.start.astimezone(self.tz),
             end=hold.end.astimezone(self.tz),
@@ -426,7 +416,7 @@ class InventoryService:
             minutes=minutes,
             daily_rate=rate,
             quoted_total=_total(rate, days),
-            requires=_requirements(f),
+            requires=terms.requirements,
             replayed=hold.replayed,
         )
 
@@ -454,19 +444,16 @@ class InventoryService:
         amount = _parse_amount(rate, field="rate")
         proposed = _cents(amount)
         max_attempts = self.settings.negotiation_max_attempts
-        try:
-            reply = await _negotiate(
-                self.redis, [self.store.hold_key(hold_id)], [proposed, max_attempts]
-            )
-        except RedisError as e:
-            raise DependencyUnavailable("Holds are unavailable for a moment.") from e
-        code, attempts = int(reply[0]), int(reply[1])
-        floor, ceiling = _from_cents(reply[2]), _from_cents(reply[3])
-        agreed = reply[4]
+        answer = await self.store.negotiate(
+            hold_id, proposed_cents=proposed, max_attempts=max_attempts
+        )
+        code, attempts = answer.reply, answer.attempts
+        floor, ceiling = _from_cents(answer.floor_cents), _from_cents(answer.max_cents)
+        agreed = answer.agreed_cents or 0
         left = max(0, max_attempts - attempts)
         unit = await self._cached_unit(unit_id)
         facts: dict[str, Any] = {"hold_id": hold_id, "attempts_left": left}
-        if code == 0:
+        if code == NegotiateReply.NO_HOLD:
             if await self._booking_for_hold(hold_id) is not None:
                 raise NegotiationRefused(
                     "That hold is already confirmed; its rate can no longer change.", **facts
@@ -474,18 +461,18 @@ class InventoryService:
             raise HoldExpired(
                 "That hold has expired or was released; place a new hold.", hold_id=hold_id
             )
-        if code == 3:
+        if code == NegotiateReply.CONFIRMING:
             raise NegotiationRefused(
                 "That hold is being confirmed; its rate can no longer change.", **facts
             )
-        if code == 4 and int(agreed) != proposed:
+        if code == NegotiateReply.LOCKED and agreed != proposed:
             raise NegotiationRefused(
                 f"A rate of {_money(_from_cents(agreed))} per day is already agreed for this "
                 "hold and cannot change.",
                 agreed_rate=str(_from_cents(agreed)),
                 **facts,
             )
-        if code == 5:
+        if code == NegotiateReply.NO_ATTEMPTS_LEFT:
             raise NegotiationRefused(
                 f"We have reached the limit of {max_attempts} offers for this hold; the rate "
                 f"for the {unit.name} is {_money(floor)} per day.",
@@ -493,21 +480,21 @@ class InventoryService:
                 **facts,
             )
         last = " That was the last offer we can take for this hold." if left == 0 else ""
-        if code == 6:
+        if code == NegotiateReply.BELOW_FLOOR:
             raise NegotiationRefused(
                 f"The lowest rate we can accept for the {unit.name} is {_money(floor)} per day."
                 + last,
                 lowest_rate=str(floor),
                 **facts,
             )
-        if code == 7:
+        if code == NegotiateReply.ABOVE_MAXIMUM:
             raise NegotiationRefused(
                 f"That is above our highest rate for the {unit.name}, which is "
                 f"{_money(ceiling)} per day." + last,
                 highest_rate=str(ceiling),
                 **facts,
             )
-        days, _ = self._length(_from_ms(reply[5]), _from_ms(reply[6]), str(reply[7]))
+        days, _ = self._length(answer.start, answer.end, answer.kind)
         agreed_rate = _from_cents(agreed)
         return RateAgreement(
             hold_id=hold_id,
@@ -542,11 +529,10 @@ class InventoryService:
             if booking is None:
                 raise
             return await self.get_booking(booking.booking_id, replayed=True)
-        if "floor_cents" not in hold.fields:
-            raise NotFound("There is no hold with that id.", hold_id=hold_id)
-        needs = _requirements(hold.fields)
+        terms = _terms(hold)
+        needs = terms.requirements
         if needs.any:  # units that require nothing skip this: the hot path
-            await self._check_requirements(hold, needs)
+            await self._check_requirements(hold, terms.name(hold), needs)
 
         written: list[RentalBooking] = []
 
@@ -604,7 +590,7 @@ class InventoryService:
             return written[-1]
         return await self.get_booking(booking.booking_id, replayed=True)
 
-    async def _check_requirements(self, hold: Hold, needs: Requirements) -> None:
+    async def _check_requirements(self, hold: Hold, name: str, needs: Requirements) -> None:
         if self.requirements is None:
             missing = describe_requirements(
                 certification=needs.certification, min_insurance=needs.min_insurance
@@ -616,7 +602,6 @@ class InventoryService:
                 min_insurance=needs.min_insurance,
             )
         if missing:
-            name = hold.fields.get("unit_name", hold.resource_id)
             raise VerificationRequired(
                 f"Before I can confirm the {name}, we need to verify {spoken_list(missing)}.",
                 missing=list(missing),
@@ -633,16 +618,16 @@ class InventoryService:
         return RentalBooking.model_validate({**stored, "replayed": True})
 
     def _rental_from(self, booking: Booking, hold: Hold) -> RentalBooking:
-        f = hold.fields
-        list_rate = _from_cents(f["floor_cents"])
-        negotiated = bool(f.get("agreed_cents"))
-        rate = _from_cents(f["agreed_cents"]) if negotiated else list_rate
+        terms = _terms(hold)
+        list_rate = _from_cents(terms.floor_cents)
+        negotiated = terms.agreed_cents is not None
+        rate = _from_cents(terms.agreed_cents) if terms.agreed_cents is not None else list_rate
         days, minutes = self._length(booking.start, booking.end, booking.kind)
         return RentalBooking(
             booking_id=str(booking.booking_id),
             reference=booking.reference,
             unit_id=booking.resource_id,
-            unit_name=f.get("unit_name", booking.resource_id),
+            unit_name=terms.unit_name or booking.resource_id,
             kind=_kind(booking.kind),
             status="confirmed",
             start=booking.start.astimezone(self.tz),
@@ -807,11 +792,11 @@ def _kind(kind: str) -> BookingKind:
     return "test_drive" if kind == "test_drive" else "rental"
 
 
-def _requirements(fields: dict[str, str]) -> Requirements:
-    return Requirements(
-        certification=fields.get("certification") or None,
-        min_insurance=Decimal(fields["min_insurance"]) if fields.get("min_insurance") else None,
-    )
+def _terms(hold: Hold) -> UnitTerms:
+    terms = UnitTerms.of(hold)
+    if terms is None:  # a hold on a unit's resource that inventory did not place
+        raise NotFound("There is no hold with that id.", hold_id=hold.hold_id)
+    return terms
 
 
 def _total(rate: Decimal, days: int | None) -> Decimal:

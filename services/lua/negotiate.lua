@@ -1,11 +1,12 @@
 -- Propose a daily rate for an inventory hold: count the attempt, compare it with the hold's
 -- bounds, and lock an accepted rate to the hold, all in one step so that concurrent proposals
 -- can neither exceed the attempt limit nor both be accepted.
--- KEYS[1]  the hold hash (written by reserve.lua with the fields floor_cents, max_cents, attempts)
+-- KEYS[1]  the hold hash (services.reservations.HoldHash, with services.inventory's UnitTerms
+--          fields floor_cents, max_cents, attempts, agreed_cents)
 -- ARGV[1]  the proposed rate in cents
 -- ARGV[2]  the most attempts allowed per hold
 -- Returns {code, attempts, floor_cents, max_cents, agreed_cents or '', start_ms, end_ms, kind},
--- where code is
+-- where code is (services.kv.NegotiateReply)
 --   1 accepted and now locked        4 a rate is already locked (this or another)
 --   0 no such hold (or not one with rates: expired, released, confirmed)
 --   3 a confirm of the hold is under way (nothing changes)

@@ -7,16 +7,15 @@
 -- ARGV[3]   the request's fingerprint when an idempotency key is given, else ''
 -- ARGV[4..] field, value pairs stored in the hold hash
 -- Returns {1, token} reserved; {2, token} replay of an earlier hold with this idempotency key;
---         {4} the idempotency key was used for a different request on this resource;
+--         {4} the idempotency key was used for a different request on this resource (or its
+--             record carries no fingerprint);
 --         {0, n, value} the n-th cell (1-based) is taken, value is its current marker.
 -- All keys share the resource's hash tag, so the script is valid in Redis Cluster.
 if ARGV[3] ~= '' then
   local prior = redis.call('GET', KEYS[2])
   if prior then
     local token, fingerprint = string.match(prior, '^(%S+) (%S+)$')
-    if not token then
-      return {2, prior}  -- recorded before keys carried a fingerprint
-    end
+    -- A record without a fingerprint (written before keys carried one) matches no request.
     if fingerprint ~= ARGV[3] then
       return {4}
     end

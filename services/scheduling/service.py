@@ -31,7 +31,7 @@ from services import idempotency
 from services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.normalize import normalize_email, normalize_phone
 from services.reservations import Booking, Hold, ReservationStore
-from services.scheduling import _queries as q
+from services.scheduling import _sql
 from services.scheduling._desk import (
     AlsoWrite,
     InTransaction,
@@ -141,7 +141,7 @@ class SchedulingService:
 
     async def list_service_types(self) -> list[ServiceType]:
         with storage_errors():
-            rows = await self.pool.fetch(q.SELECT_SERVICE_TYPES)
+            rows = await self.pool.fetch(_sql.SELECT_SERVICE_TYPES)
         return [ServiceTypeRow.from_row(r).public() for r in rows]
 
     async def list_slots(self, date: str | dt.date, service_type: str) -> SlotList:
@@ -165,9 +165,9 @@ class SchedulingService:
         key = re.sub(r"[\s-]+", "_", str(value or "").strip().lower())
         if not _SERVICE_TYPE.match(key):
             raise InvalidInput("Please tell me which service you would like.", field="service_type")
-        row = await self.pool.fetchrow(q.SELECT_SERVICE_TYPE, key)
+        row = await self.pool.fetchrow(_sql.SELECT_SERVICE_TYPE, key)
         if row is None:
-            offered = await self.pool.fetch(q.SELECT_SERVICE_TYPES)
+            offered = await self.pool.fetch(_sql.SELECT_SERVICE_TYPES)
             names = ", ".join(r["name"].lower() for r in offered)
             raise InvalidInput(
                 f"We do not offer that service; we offer {names}.",
@@ -197,7 +197,7 @@ class SchedulingService:
 
         span = Range(min(starts), max(starts) + length, lower_inc=True, upper_inc=False)
         taken: dict[str, set[int]] = {r: set() for r in st.resource_ids}
-        for row in await self.pool.fetch(q.SELECT_BUSY, list(st.resource_ids), span):
+        for row in await self.pool.fetch(_sql.SELECT_BUSY, list(st.resource_ids), span):
             first = int(row["starts"].timestamp()) // self.cell_seconds
             last = -(-int(row["ends"].timestamp()) // self.cell_seconds)
             taken[row["resource_id"]].update(range(first, last))
@@ -304,14 +304,14 @@ class SchedulingService:
 
         async def write_details(conn: asyncpg.Connection, booking: Booking, hold: Hold) -> None:
             customer_id = await conn.fetchval(
-                q.UPSERT_CUSTOMER, uuid.uuid4(), wanted.phone, wanted.name, wanted.email
+                _sql.UPSERT_CUSTOMER, uuid.uuid4(), wanted.phone, wanted.name, wanted.email
             )
             vehicle_id = None
             if wanted.vehicle is not None:
                 vehicle_id = await _vehicle_id(conn, customer_id, wanted.vehicle)
             appointment_id = uuid.uuid4()
             await conn.execute(
-                q.INSERT_APPOINTMENT,
+                _sql.INSERT_APPOINTMENT,
                 appointment_id,
                 booking.booking_id,
                 customer_id,
@@ -472,7 +472,7 @@ class SchedulingService:
                 )
             st = await self._service_type(current.service_type)
             end = self.calendar.check_start(start, st.duration_minutes, now, what=st.spoken)
-            car_hold = await self.pool.fetchval(q.SELECT_CAR_HOLD, aid)
+            car_hold = await self.pool.fetchval(_sql.SELECT_CAR_HOLD, aid)
             if car_hold is not None:
                 changes = self.test_drives.changes(self)
                 return await changes.move(current, car_hold, st, start, end, key, payload)
@@ -494,7 +494,7 @@ class SchedulingService:
         answer: list[Appointment] = []
 
         async def write_details(conn: asyncpg.Connection, booking: Booking) -> None:
-            customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
+            customer_id = await conn.fetchval(_sql.TOUCH_APPOINTMENT, aid)
             if also is not None:
                 await also(conn)
             await self._refresh_preferences(conn, customer_id)
@@ -533,7 +533,7 @@ class SchedulingService:
         have freed the new time's cells before the move marked them booked; the move, which
         marks last, frees them again, or the time would stay taken in Redis until it ends."""
         try:
-            status = await self.pool.fetchval(q.SELECT_BOOKING_STATUS, moved.booking_id)
+            status = await self.pool.fetchval(_sql.SELECT_BOOKING_STATUS, moved.booking_id)
         except STORE_UNAVAILABLE:
             # The move committed: its answer stands. PostgreSQL refuses overlaps regardless.
             log.warning("could not check a moved booking for a concurrent cancel")
@@ -595,7 +595,7 @@ class SchedulingService:
                     "That appointment has already started, so it can no longer be cancelled.",
                     appointment_id=str(aid),
                 )
-            if await self.pool.fetchval(q.SELECT_CAR_HOLD, aid) is not None:
+            if await self.pool.fetchval(_sql.SELECT_CAR_HOLD, aid) is not None:
                 return await self.test_drives.changes(self).cancel(current, why, key, payload)
             return await self.cancel_desk(current, why, key, payload)
 
@@ -626,7 +626,7 @@ class SchedulingService:
                     conn=conn,
                     free_cells=False,  # after the commit, below
                 )
-                customer_id = await conn.fetchval(q.TOUCH_APPOINTMENT, aid)
+                customer_id = await conn.fetchval(_sql.TOUCH_APPOINTMENT, aid)
                 await self._refresh_preferences(conn, customer_id)
                 cancelled = await self._appointment(conn, aid)
                 if also is not None:
@@ -663,13 +663,13 @@ class SchedulingService:
         """The customer's upcoming confirmed appointments, soonest first."""
         e164 = normalize_phone(phone)
         with storage_errors():
-            rows = await self.pool.fetch(q.SELECT_UPCOMING_FOR_PHONE, e164, self._clock())
+            rows = await self.pool.fetch(_sql.SELECT_UPCOMING_FOR_PHONE, e164, self._clock())
         return [self._appointment_from_row(r) for r in rows]
 
     async def _appointment(
         self, conn: asyncpg.Connection | asyncpg.Pool, appointment_id: uuid.UUID
     ) -> Appointment:
-        row = await conn.fetchrow(q.SELECT_APPOINTMENT, appointment_id)
+        row = await conn.fetchrow(_sql.SELECT_APPOINTMENT, appointment_id)
         if row is None:
             raise NotFound(
                 "I could not find an appointment with that id.", appointment_id=str(appointment_id)
@@ -703,10 +703,10 @@ class SchedulingService:
         """The customer with that phone number, their vehicles and learned preferences."""
         e164 = normalize_phone(phone)
         with storage_errors():
-            row = await self.pool.fetchrow(q.SELECT_CUSTOMER, e164)
+            row = await self.pool.fetchrow(_sql.SELECT_CUSTOMER, e164)
             if row is None:
                 raise NotFound("I could not find a customer with that phone number.")
-            vehicles = await self.pool.fetch(q.SELECT_VEHICLES, row["customer_id"])
+            vehicles = await self.pool.fetch(_sql.SELECT_VEHICLES, row["customer_id"])
         return Customer(
             customer_id=str(row["customer_id"]),
             phone=row["phone"],
@@ -732,10 +732,10 @@ class SchedulingService:
         The customer row is locked first, so concurrent bookings of one customer each see the
         others' appointments and the last one to commit wins with the full picture.
         """
-        await conn.execute(q.LOCK_CUSTOMER, customer_id)
-        starts = [r["starts"] for r in await conn.fetch(q.SELECT_CUSTOMER_STARTS, customer_id)]
+        await conn.execute(_sql.LOCK_CUSTOMER, customer_id)
+        starts = [r["starts"] for r in await conn.fetch(_sql.SELECT_CUSTOMER_STARTS, customer_id)]
         time_of_day, weekdays = learn_preferences(starts, self.tz)
-        await conn.execute(q.UPDATE_PREFERENCES, customer_id, time_of_day, weekdays)
+        await conn.execute(_sql.UPDATE_PREFERENCES, customer_id, time_of_day, weekdays)
 
     # -- callbacks ----------------------------------------------------------------------------
 
@@ -775,11 +775,13 @@ class SchedulingService:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     customer_id = await conn.fetchval(
-                        q.UPSERT_CUSTOMER, uuid.uuid4(), e164, None, None
+                        _sql.UPSERT_CUSTOMER, uuid.uuid4(), e164, None, None
                     )
-                    await conn.execute(q.INSERT_CALLBACK, callback_id, customer_id, why, when, cid)
+                    await conn.execute(
+                        _sql.INSERT_CALLBACK, callback_id, customer_id, why, when, cid
+                    )
                     callback = self._callback_from_row(
-                        await conn.fetchrow(q.SELECT_CALLBACK, callback_id)
+                        await conn.fetchrow(_sql.SELECT_CALLBACK, callback_id)
                     )
                     if key:
                         await idempotency.remember(
@@ -811,7 +813,7 @@ class SchedulingService:
             end = datetime.combine(day + timedelta(days=1), datetime.min.time(), self.tz)
             statuses = ["pending", "done", "cancelled"]
         with storage_errors():
-            rows = await self.pool.fetch(q.SELECT_CALLBACKS_BETWEEN, start, end, statuses)
+            rows = await self.pool.fetch(_sql.SELECT_CALLBACKS_BETWEEN, start, end, statuses)
         return [self._callback_from_row(r) for r in rows]
 
     def _callback_from_row(self, row: asyncpg.Record) -> Callback:
@@ -853,13 +855,18 @@ async def _vehicle_id(
     conn: asyncpg.Connection, customer_id: uuid.UUID, vehicle: VehicleIn
 ) -> uuid.UUID:
     existing = await conn.fetchval(
-        q.SELECT_SAME_VEHICLE, customer_id, vehicle.make, vehicle.model, vehicle.year, vehicle.plate
+        _sql.SELECT_SAME_VEHICLE,
+        customer_id,
+        vehicle.make,
+        vehicle.model,
+        vehicle.year,
+        vehicle.plate,
     )
     if existing is not None:
         return existing  # type: ignore[no-any-return]
     vehicle_id = uuid.uuid4()
     await conn.execute(
-        q.INSERT_VEHICLE,
+        _sql.INSERT_VEHICLE,
         vehicle_id,
         customer_id,
         vehicle.year,

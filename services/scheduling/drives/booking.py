@@ -13,7 +13,7 @@ import asyncpg
 from services import idempotency
 from services.errors import DependencyUnavailable, DomainError, NotFound
 from services.inventory import HoldRequest, RentalBooking
-from services.scheduling import _queries as q
+from services.scheduling import _sql
 from services.scheduling._desk import ServiceTypeRow, Wanted
 from services.scheduling.drives.attempts import (
     TD_ANSWER,
@@ -119,7 +119,9 @@ class Bookings:
                 response={"appointment_id": appointment.appointment_id, "hold_id": hold.hold_id},
             )
             # The durable link a cancel or a move of the test drive follows to the car.
-            await conn.execute(q.SET_CAR_HOLD, uuid.UUID(appointment.appointment_id), hold.hold_id)
+            await conn.execute(
+                _sql.SET_CAR_HOLD, uuid.UUID(appointment.appointment_id), hold.hold_id
+            )
 
         try:
             appointment = await self.desk.book_slot(st, wanted, end, None, also=record_booked)

@@ -14,7 +14,7 @@ import asyncpg
 from services import idempotency
 from services.errors import Conflict, DependencyUnavailable, DomainError, Unavailable
 from services.inventory import HoldRequest, UnitInMaintenance
-from services.scheduling import _queries as q
+from services.scheduling import _sql
 from services.scheduling._desk import ServiceTypeRow
 from services.scheduling.drives.attempts import (
     TD_CHANGE,
@@ -139,7 +139,7 @@ class Changes:
 
         async def take_new_car(conn: asyncpg.Connection) -> None:
             # The pivot, in the desk move's transaction.
-            if await conn.fetchval(q.SWAP_CAR_HOLD, aid, car_hold, hold.hold_id) is None:
+            if await conn.fetchval(_sql.SWAP_CAR_HOLD, aid, car_hold, hold.hold_id) is None:
                 raise Conflict(
                     "That test drive changed while it was being moved; try again.",
                     appointment_id=str(aid),
@@ -264,7 +264,7 @@ class Changes:
         """Free the test drive's car, then cancel the desk appointment (steps 2 and 3)."""
         aid = uuid.UUID(current.appointment_id)
         for _ in range(_CANCEL_ROUNDS):
-            car_hold = str(await self.pool.fetchval(q.SELECT_CAR_HOLD, aid))
+            car_hold = str(await self.pool.fetchval(_sql.SELECT_CAR_HOLD, aid))
             try:
                 await self.car.free(attempt, car_hold, why)
             except DependencyUnavailable as e:
@@ -295,8 +295,8 @@ class Changes:
         async def still_that_car(conn: asyncpg.Connection) -> None:
             # A move of this appointment commits before this lock is granted, or waits for
             # this transaction (and then finds the booking cancelled).
-            await conn.execute(q.LOCK_BOOKING, uuid.UUID(current.booking_id))
-            if await conn.fetchval(q.SELECT_CAR_HOLD, aid) != car_hold:
+            await conn.execute(_sql.LOCK_BOOKING, uuid.UUID(current.booking_id))
+            if await conn.fetchval(_sql.SELECT_CAR_HOLD, aid) != car_hold:
                 raise _CarChanged
 
         async def record_settled(conn: asyncpg.Connection) -> None:

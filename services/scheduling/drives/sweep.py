@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from services.scheduling import _queries as q
+from services.scheduling import _sql
 from services.scheduling._desk import storage_errors
 from services.scheduling.drives.attempts import (
     TD_BOOKED,
@@ -48,7 +48,7 @@ async def sweep(
     for began, ended, settle_one in sweeps:
         with storage_errors():
             rows = await pool.fetch(
-                q.SELECT_UNSETTLED_TEST_DRIVES,
+                _sql.SELECT_UNSETTLED_TEST_DRIVES,
                 began,
                 ended,
                 older_than.total_seconds(),

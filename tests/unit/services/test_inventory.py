@@ -15,8 +15,11 @@ import pytest
 from services.errors import InvalidInput
 from services.inventory import HORIZON_DAYS, HoldRequest, InventoryService, RentalBooking
 from services.inventory import service as inventory_service
+from services.inventory._terms import UnitTerms
 from services.inventory.requirements import describe_requirements, spoken_list
 from services.inventory.service import _category_candidates, _parse_amount
+from services.kv import NegotiateReply
+from services.reservations import HoldHash
 from services.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -208,13 +211,40 @@ def test_negotiate_codes_agree_between_the_script_and_propose_rate() -> None:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "propose_rate"
     )
     handled = {
-        node.comparators[0].value
+        NegotiateReply[node.comparators[0].attr].value
         for node in ast.walk(propose)
         if isinstance(node, ast.Compare)
         and isinstance(node.left, ast.Name)
         and node.left.id == "code"
         and isinstance(node.ops[0], ast.Eq)
-        and isinstance(node.comparators[0], ast.Constant)
+        and isinstance(node.comparators[0], ast.Attribute)
+        and isinstance(node.comparators[0].value, ast.Name)
+        and node.comparators[0].value.id == "NegotiateReply"
     }
     assert returned == documented == {0, 1, 3, 4, 5, 6, 7}
     assert handled | {1} == returned and 1 not in handled
+
+
+def test_unit_terms_round_trip_through_the_hold_hash_and_name_what_negotiate_reads() -> None:
+    """One schema for an inventory hold's fields: what create_hold stores is what confirm and
+    negotiation read back, the hash says whose hold it is, and every field negotiate.lua reads
+    is one the schema (HoldHash's own or UnitTerms') writes or claim.lua adds."""
+    terms = UnitTerms(
+        unit_name="Mini excavator",
+        floor_cents=0,
+        max_cents=45_000,
+        certification="excavator",
+        min_insurance=Decimal("1000000.00"),
+        agreed_cents=0,
+        quota_slot="s1",
+    )
+    fields = terms.to_fields()
+    assert fields["holder"] == "inventory"
+    assert UnitTerms.from_fields(fields) == terms
+    assert UnitTerms.from_fields({"note": "x"}) is None  # a hold inventory did not place
+    assert UnitTerms.from_fields({**fields, "holder": "x"}) == terms  # placed before `holder`
+    source = (resources.files("services") / "lua" / "negotiate.lua").read_text("utf-8")
+    hmget = re.search(r"HMGET', KEYS\[1\],([^)]*)\)", source, re.DOTALL)
+    assert hmget is not None
+    read = set(re.findall(r"'(\w+)'", hmget.group(1))) | {"agreed_cents", "attempts"}
+    assert read <= HoldHash.OWN | set(fields)

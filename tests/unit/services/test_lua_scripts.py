@@ -12,6 +12,8 @@ from importlib import resources
 
 import pytest
 
+from services.kv import REPLIES
+
 pytestmark = pytest.mark.unit
 
 _FOLDER = resources.files("services") / "lua"
@@ -53,3 +55,37 @@ def test_the_header_names_exactly_the_keys_and_arguments_the_script_reads(name: 
     assert stale == set(), f"{name} names {sorted(stale)} it never reads"
     assert ("KEYS", 1) in documented or "KEYS" in open_from
     assert re.search(r"^-- Returns ", header, re.MULTILINE), f"{name} states no return values"
+
+
+# A status a script answers with: the first element of a list reply (`return {1, token}`,
+# `table.insert(fields, 1, 3)`) or a bare number (`return -1`).
+_LEADING = re.compile(
+    r"return \{\s*(-?\d+)\b|table\.insert\(\w+, 1, (-?\d+)\)|return (-?\d+)\s*$", re.MULTILINE
+)
+
+
+def test_every_script_with_statuses_has_named_replies() -> None:
+    assert set(REPLIES) == {name.removesuffix(".lua") for name in SCRIPTS} - {"finalize"}
+
+
+@pytest.mark.parametrize("name", sorted(REPLIES))
+def test_the_named_replies_are_the_statuses_the_script_returns(name: str) -> None:
+    """Python reads a script's replies through its IntEnum (services.kv): every status the
+    script returns has a name, every name is a status it returns, and its header states each."""
+    header, body = _header_and_body(f"{name}.lua")
+    named = {int(member) for member in REPLIES[name]}
+    returned = {int(next(g for g in m if g)) for m in _LEADING.findall(body)}
+    assert returned == named, f"{name}.lua returns {sorted(returned)}, named {sorted(named)}"
+    returns = header.split("-- Returns ", 1)[1]
+    for status in named:
+        assert re.search(rf"(?<![\w-]){status}(?![\w])", returns), (
+            f"{name}.lua's header does not state {status}"
+        )
+
+
+def test_the_reserve_script_has_no_reply_without_a_fingerprint() -> None:
+    """A replay is answered only for a record that carries the request's fingerprint: the
+    branch for records from before fingerprints (`return {2, prior}`) is gone."""
+    _, body = _header_and_body("reserve.lua")
+    assert "return {2, prior}" not in body
+    assert body.count("return {2,") == 1

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel
 from ray import serve
 
-from deployments.api import WRITE, new_api
+from deployments.api import include, new_api
+from deployments.deps import WRITE, Analytics, AppSettings
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -33,12 +34,40 @@ class CaughtUp(BaseModel):
     counted: int
 
 
-async def _analytics(request: Request) -> AnalyticsService:
-    service: AnalyticsService = request.app.state.service
-    return service
+def window(settings: Settings, since: date | None, until: date | None) -> tuple[date, date]:
+    # Checked before the arithmetic below, which would overflow at year 1.
+    last = parse_date(until, field="until") if until else datetime.now(settings.tz).date()
+    if since is not None:
+        return since, last
+    return max(last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), FIRST_DAY), last
 
 
-Analytics = Annotated[AnalyticsService, Depends(_analytics)]
+router = APIRouter()
+
+
+@router.get("/summary", tags=["analytics"])
+async def summary(
+    analytics: Analytics,
+    settings: AppSettings,
+    since: Annotated[date | None, Query(description="First day (business zone).")] = None,
+    until: Annotated[date | None, Query(description="Last day, included.")] = None,
+    flow: Annotated[str | None, Query(max_length=32)] = None,
+) -> AnalyticsSummary:
+    """Calls, outcomes, conversion, cost per call and tool latency, per flow and per day."""
+    first, last = window(settings, since, until)
+    return await analytics.summary(first, last, flow=flow)
+
+
+@router.post("/catch-up", dependencies=[WRITE], tags=["analytics"])
+async def catch_up(
+    analytics: Analytics,
+    settings: AppSettings,
+    since: Annotated[date | None, Query()] = None,
+    until: Annotated[date | None, Query()] = None,
+) -> CaughtUp:
+    """Count ended calls of the window that were never fed in (a lost handle call)."""
+    first, last = window(settings, since, until)
+    return CaughtUp(counted=await analytics.catch_up(first, last))
 
 
 def build_analytics_api(
@@ -54,35 +83,7 @@ def build_analytics_api(
         metrics=metrics,
         state={"service": service},
     )
-
-    def window(since: date | None, until: date | None) -> tuple[date, date]:
-        # Checked before the arithmetic below, which would overflow at year 1.
-        last = parse_date(until, field="until") if until else datetime.now(settings.tz).date()
-        if since is not None:
-            return since, last
-        return max(last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), FIRST_DAY), last
-
-    @app.get("/summary", tags=["analytics"])
-    async def summary(
-        analytics: Analytics,
-        since: Annotated[date | None, Query(description="First day (business zone).")] = None,
-        until: Annotated[date | None, Query(description="Last day, included.")] = None,
-        flow: Annotated[str | None, Query(max_length=32)] = None,
-    ) -> AnalyticsSummary:
-        """Calls, outcomes, conversion, cost per call and tool latency, per flow and per day."""
-        first, last = window(since, until)
-        return await analytics.summary(first, last, flow=flow)
-
-    @app.post("/catch-up", dependencies=[WRITE], tags=["analytics"])
-    async def catch_up(
-        analytics: Analytics,
-        since: Annotated[date | None, Query()] = None,
-        until: Annotated[date | None, Query()] = None,
-    ) -> CaughtUp:
-        """Count ended calls of the window that were never fed in (a lost handle call)."""
-        first, last = window(since, until)
-        return CaughtUp(counted=await analytics.catch_up(first, last))
-
+    include(app, router)
     return app
 
 

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from ray import serve
 
-from deployments.api import PERSONAL, WRITE, IdempotencyKey, new_api
+from deployments.api import include, new_api
+from deployments.deps import PERSONAL, WRITE, AppMetrics, Calls, IdempotencyKey
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -41,16 +42,60 @@ log = logging.getLogger(__name__)
 ACTIVE_CALLS_REFRESH_SECONDS = 5.0
 
 
-async def _calls(request: Request) -> CallsService:
-    service: CallsService = request.app.state.service
-    return service
-
-
-Calls = Annotated[CallsService, Depends(_calls)]
-
-
 # Hands an ended call to analytics; failures are logged, never shown to the caller.
 CallEnded = Callable[[CallSummary], Awaitable[None]]
+
+
+async def _on_ended(request: Request) -> CallEnded | None:
+    on_ended: CallEnded | None = request.app.state.on_ended
+    return on_ended
+
+
+OnEnded = Annotated[CallEnded | None, Depends(_on_ended)]
+
+router = APIRouter()
+
+
+# POST /calls/ too (clients that add the slash, schemathesis among them, got a 404 before).
+@router.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
+async def start_call(body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None) -> Call:
+    """Record a call an agent picked up; repeating a call id returns that call."""
+    return await calls.start_call(body, idempotency_key=idempotency_key)
+
+
+@router.post("/{call_id}/events", status_code=201, dependencies=[WRITE], tags=["calls"])
+async def record_events(
+    call_id: str,
+    body: Event | list[Event],
+    calls: Calls,
+    idempotency_key: IdempotencyKey = None,
+) -> EventsRecorded:
+    """Record one event or a batch (tool latency, shared information, usage, markers)."""
+    return await calls.record_event(call_id, body, idempotency_key=idempotency_key)
+
+
+@router.post("/{call_id}/end", dependencies=[WRITE], tags=["calls"])
+async def end_call(
+    call_id: str,
+    body: EndCall,
+    calls: Calls,
+    metrics: AppMetrics,
+    on_ended: OnEnded,
+    idempotency_key: IdempotencyKey = None,
+) -> CallSummary:
+    """End the call; the answer is its summary and its priced cost."""
+    summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
+    if metrics is not None and not summary.replayed:
+        _record_call(metrics, summary)
+    if on_ended is not None:
+        await on_ended(summary)
+    return summary
+
+
+@router.get("/{call_id}", dependencies=[PERSONAL], tags=["calls"])
+async def get_call(call_id: str, calls: Calls) -> CallDetail:
+    """A call with its usage so far, its events, and its summary once ended."""
+    return await calls.get_call(call_id)
 
 
 def build_calls_api(
@@ -65,46 +110,14 @@ def build_calls_api(
         title="callmesh calls",
         settings=settings,
         metrics=metrics,
-        state={"service": service},
+        state={"service": service, "on_ended": on_ended},
     )
-
-    # "" and not "/": the application lives at /calls, and POST /calls starts a call. POST
-    # /calls/ too (clients that add the slash, schemathesis among them, got a 404 before).
-    @app.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
-    @app.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
-    async def start_call(
-        body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None
-    ) -> Call:
-        """Record a call an agent picked up; repeating a call id returns that call."""
-        return await calls.start_call(body, idempotency_key=idempotency_key)
-
-    @app.post("/{call_id}/events", status_code=201, dependencies=[WRITE], tags=["calls"])
-    async def record_events(
-        call_id: str,
-        body: Event | list[Event],
-        calls: Calls,
-        idempotency_key: IdempotencyKey = None,
-    ) -> EventsRecorded:
-        """Record one event or a batch (tool latency, shared information, usage, markers)."""
-        return await calls.record_event(call_id, body, idempotency_key=idempotency_key)
-
-    @app.post("/{call_id}/end", dependencies=[WRITE], tags=["calls"])
-    async def end_call(
-        call_id: str, body: EndCall, calls: Calls, idempotency_key: IdempotencyKey = None
-    ) -> CallSummary:
-        """End the call; the answer is its summary and its priced cost."""
-        summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
-        if metrics is not None and not summary.replayed:
-            _record_call(metrics, summary)
-        if on_ended is not None:
-            await on_ended(summary)
-        return summary
-
-    @app.get("/{call_id}", dependencies=[PERSONAL], tags=["calls"])
-    async def get_call(call_id: str, calls: Calls) -> CallDetail:
-        """A call with its usage so far, its events, and its summary once ended."""
-        return await calls.get_call(call_id)
-
+    # "" and not "/": the application lives at /calls, and POST /calls starts a call. A
+    # router cannot hold the empty path, so this one route goes on the app itself.
+    app.add_api_route(
+        "", start_call, methods=["POST"], status_code=201, dependencies=[WRITE], tags=["calls"]
+    )
+    include(app, router)
     return app
 
 

@@ -5,13 +5,13 @@ DeploymentHandle."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import PERSONAL, WRITE, new_api
+from deployments.api import include, new_api
+from deployments.deps import PERSONAL, WRITE, Verification
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
 from deployments.replica import (
@@ -66,12 +66,51 @@ class ContactText(_Body):
     phone: str | None = Field(None, max_length=64)
 
 
-async def _verification(request: Request) -> VerificationService:
-    service: VerificationService = request.app.state.service
-    return service
+router = APIRouter()
 
 
-Verification = Annotated[VerificationService, Depends(_verification)]
+@router.post("/business-licence", dependencies=[WRITE], tags=["checks"])
+async def verify_business_licence(
+    body: LicenceCheck, verification: Verification
+) -> VerificationResult:
+    """Is the business licence on file (in that state), in good standing and current?"""
+    return await verification.verify_business_licence(body.call_id, body.licence_number, body.state)
+
+
+@router.post("/site-safety", dependencies=[WRITE], tags=["checks"])
+async def verify_site_safety(body: SiteCheck, verification: Verification) -> VerificationResult:
+    """Can the job site take a unit of that weight class?"""
+    return await verification.verify_site_safety(body.call_id, body.site_id, body.weight_class)
+
+
+@router.post("/operator-certification", dependencies=[WRITE], tags=["checks"])
+async def verify_operator_certification(
+    body: OperatorCheck, verification: Verification
+) -> VerificationResult:
+    """Does the operator hold the certification, current and full?"""
+    return await verification.verify_operator_certification(
+        body.call_id, body.operator_id, body.certification
+    )
+
+
+@router.post("/insurance", dependencies=[WRITE], tags=["checks"])
+async def verify_insurance(body: InsuranceCheck, verification: Verification) -> VerificationResult:
+    """Is the policy current, covering at least the required amount?"""
+    return await verification.verify_insurance(
+        body.call_id, body.policy_number, body.required_amount
+    )
+
+
+@router.get("/calls/{call_id}", dependencies=[PERSONAL], tags=["checks"])
+async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
+    """Every check recorded for the call, oldest first."""
+    return await verification.list_for_call(call_id)
+
+
+@router.post("/contact", dependencies=[WRITE], tags=["contact"])
+async def normalize_contact(body: ContactText, verification: Verification) -> ContactDetails:
+    """An email address and/or phone number as said or typed, in canonical form."""
+    return await verification.normalize_contact(email=body.email, phone=body.phone)
 
 
 def build_verification_api(
@@ -87,49 +126,7 @@ def build_verification_api(
         metrics=metrics,
         state={"service": service},
     )
-
-    @app.post("/business-licence", dependencies=[WRITE], tags=["checks"])
-    async def verify_business_licence(
-        body: LicenceCheck, verification: Verification
-    ) -> VerificationResult:
-        """Is the business licence on file (in that state), in good standing and current?"""
-        return await verification.verify_business_licence(
-            body.call_id, body.licence_number, body.state
-        )
-
-    @app.post("/site-safety", dependencies=[WRITE], tags=["checks"])
-    async def verify_site_safety(body: SiteCheck, verification: Verification) -> VerificationResult:
-        """Can the job site take a unit of that weight class?"""
-        return await verification.verify_site_safety(body.call_id, body.site_id, body.weight_class)
-
-    @app.post("/operator-certification", dependencies=[WRITE], tags=["checks"])
-    async def verify_operator_certification(
-        body: OperatorCheck, verification: Verification
-    ) -> VerificationResult:
-        """Does the operator hold the certification, current and full?"""
-        return await verification.verify_operator_certification(
-            body.call_id, body.operator_id, body.certification
-        )
-
-    @app.post("/insurance", dependencies=[WRITE], tags=["checks"])
-    async def verify_insurance(
-        body: InsuranceCheck, verification: Verification
-    ) -> VerificationResult:
-        """Is the policy current, covering at least the required amount?"""
-        return await verification.verify_insurance(
-            body.call_id, body.policy_number, body.required_amount
-        )
-
-    @app.get("/calls/{call_id}", dependencies=[PERSONAL], tags=["checks"])
-    async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
-        """Every check recorded for the call, oldest first."""
-        return await verification.list_for_call(call_id)
-
-    @app.post("/contact", dependencies=[WRITE], tags=["contact"])
-    async def normalize_contact(body: ContactText, verification: Verification) -> ContactDetails:
-        """An email address and/or phone number as said or typed, in canonical form."""
-        return await verification.normalize_contact(email=body.email, phone=body.phone)
-
+    include(app, router)
     return app
 
 

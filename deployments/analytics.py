@@ -17,7 +17,7 @@ from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
     MAX_ONGOING_REQUESTS,
-    ReplicaContext,
+    ServiceReplica,
     autoscaling,
 )
 from services.analytics import AnalyticsService, AnalyticsSummary, CallCounted
@@ -94,24 +94,22 @@ def build_analytics_api(
     ray_actor_options=ACTOR_OPTIONS,
 )
 @serve.ingress()
-class AnalyticsDeployment:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.service = AnalyticsService(pool=self.context.backends.pool, settings=settings)
+class AnalyticsDeployment(ServiceReplica):
+    service: AnalyticsService
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_analytics_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
+    def open_service(self, peer: RemoteDeployment | None) -> None:
+        self.service = AnalyticsService(
+            pool=self.context.backends.pool, settings=self.context.settings
+        )
+
+    def build_api(self) -> FastAPI:
+        return build_analytics_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:
         """Count an ended call once (the calls application sends its end_call answer)."""
         return await self.service.record_call_ended(summary)
-
-    async def __del__(self) -> None:
-        await self.context.close()
 
 
 def analytics_app(settings: Settings) -> serve.Application:

@@ -7,7 +7,6 @@ records the call metrics from what the service answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -22,7 +21,7 @@ from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
     MAX_ONGOING_REQUESTS,
-    ReplicaContext,
+    ServiceReplica,
     autoscaling,
 )
 from services.calls import (
@@ -139,21 +138,20 @@ def _record_call(metrics: Metrics, summary: CallSummary) -> None:
     ray_actor_options=ACTOR_OPTIONS,
 )
 @serve.ingress()
-class CallsDeployment:
-    async def __init__(self, settings: Settings, analytics: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.service = CallsService(pool=self.context.backends.pool, settings=settings)
-        self.analytics = analytics
-        self._gauge = asyncio.create_task(self._refresh_active_calls())
+class CallsDeployment(ServiceReplica):
+    service: CallsService
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_calls_api(
-                self.context.settings,
-                service=self.service,
-                metrics=self.context.metrics,
-                on_ended=self._feed_analytics if self.analytics is not None else None,
-            )
+    def open_service(self, analytics: RemoteDeployment | None) -> None:
+        self.service = CallsService(pool=self.context.backends.pool, settings=self.context.settings)
+        self.analytics = analytics
+        self.in_background(self._refresh_active_calls())
+
+    def build_api(self) -> FastAPI:
+        return build_calls_api(
+            self.context.settings,
+            service=self.service,
+            metrics=self.context.metrics,
+            on_ended=self._feed_analytics if self.analytics is not None else None,
         )
 
     async def _feed_analytics(self, summary: CallSummary) -> None:
@@ -173,12 +171,6 @@ class CallsDeployment:
             except Exception:
                 log.warning("could not count active calls", exc_info=True)
             await asyncio.sleep(ACTIVE_CALLS_REFRESH_SECONDS)
-
-    async def __del__(self) -> None:
-        self._gauge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._gauge
-        await self.context.close()
 
 
 def calls_app(settings: Settings, analytics: RemoteDeployment | None = None) -> serve.Application:

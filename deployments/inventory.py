@@ -21,10 +21,9 @@ from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
     MAX_ONGOING_REQUESTS,
-    ReplicaContext,
+    ServiceReplica,
     autoscaling,
 )
-from services import reconcile
 from services.errors import DomainError, HoldExpired, Unavailable, VerificationRequired
 from services.inventory import (
     HoldRequest,
@@ -195,28 +194,25 @@ def build_inventory_api(
     ray_actor_options=ACTOR_OPTIONS,
 )
 @serve.ingress()
-class InventoryDeployment:
-    async def __init__(self, settings: Settings, verification: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
+class InventoryDeployment(ServiceReplica):
+    service: InventoryService
+
+    def open_service(self, verification: RemoteDeployment | None) -> None:
         checker: RequirementsChecker | None = (
             RemoteRequirementsChecker(verification) if verification is not None else None
         )
+        backends = self.context.backends
         self.service = InventoryService(
-            pool=self.context.backends.pool,
-            redis=self.context.backends.redis,
-            settings=settings,
+            pool=backends.pool,
+            redis=backends.redis,
+            settings=self.context.settings,
             requirements=checker,
         )
-        # Rebuilds Redis's booked cells from PostgreSQL now and after any loss of Redis data.
-        self.reconcile = reconcile.watch(
-            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
-        )
+        self.watch_reconcile()
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_inventory_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
+    def build_api(self) -> FastAPI:
+        return build_inventory_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     # Called by the scheduling application (DeploymentHandle) to book, move and cancel a
@@ -239,10 +235,6 @@ class InventoryDeployment:
         self, hold_id: str, reason: str | None = None
     ) -> RentalBooking:
         return await self.service.cancel_rental_for_hold(hold_id, reason)
-
-    async def __del__(self) -> None:
-        await self.reconcile.stop()
-        await self.context.close()
 
 
 def inventory_app(

@@ -5,7 +5,6 @@ the inventory application)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Annotated
@@ -21,10 +20,9 @@ from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
     MAX_ONGOING_REQUESTS,
-    ReplicaContext,
+    ServiceReplica,
     autoscaling,
 )
-from services import reconcile
 from services.errors import Unavailable
 from services.scheduling import (
     Appointment,
@@ -245,28 +243,24 @@ def build_scheduling_api(
     ray_actor_options=ACTOR_OPTIONS,
 )
 @serve.ingress()
-class SchedulingDeployment:
-    async def __init__(self, settings: Settings, inventory: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
+class SchedulingDeployment(ServiceReplica):
+    service: SchedulingService
+
+    def open_service(self, inventory: RemoteDeployment | None) -> None:
+        backends = self.context.backends
         self.service = SchedulingService(
-            pool=self.context.backends.pool,
-            redis=self.context.backends.redis,
-            settings=settings,
+            pool=backends.pool,
+            redis=backends.redis,
+            settings=self.context.settings,
             vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
-        # Rebuilds Redis's booked cells from PostgreSQL now and after any loss of Redis data.
-        self.reconcile = reconcile.watch(
-            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
-        )
-        self._sweeper: asyncio.Task[None] | None = None
+        self.watch_reconcile()
         if inventory is not None:
-            self._sweeper = asyncio.create_task(self._settle_test_drives())
+            self.in_background(self._settle_test_drives())
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_scheduling_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
+    def build_api(self) -> FastAPI:
+        return build_scheduling_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     async def _settle_test_drives(self) -> None:
@@ -279,14 +273,6 @@ class SchedulingDeployment:
                 continue
             if settled:
                 log.info("settled unfinished test drives", extra={"settled": settled})
-
-    async def __del__(self) -> None:
-        await self.reconcile.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await self.context.close()
 
 
 def scheduling_app(

@@ -17,7 +17,7 @@ from deployments.metrics import Metrics
 from deployments.replica import (
     ACTOR_OPTIONS,
     MAX_ONGOING_REQUESTS,
-    ReplicaContext,
+    ServiceReplica,
     autoscaling,
 )
 from services.settings import Settings
@@ -137,19 +137,20 @@ def build_verification_api(
     ray_actor_options=ACTOR_OPTIONS,
 )
 @serve.ingress()
-class VerificationDeployment:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.provider: VerificationProvider = build_provider(settings, self.context.backends.pool)
+class VerificationDeployment(ServiceReplica):
+    service: VerificationService
+
+    def open_service(self, peer: RemoteDeployment | None) -> None:
+        pool = self.context.backends.pool
+        self.provider: VerificationProvider = build_provider(self.context.settings, pool)
+        self.on_close(self.provider.aclose)
         self.service = VerificationService(
-            pool=self.context.backends.pool, provider=self.provider, settings=settings
+            pool=pool, provider=self.provider, settings=self.context.settings
         )
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_verification_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
+    def build_api(self) -> FastAPI:
+        return build_verification_api(
+            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     async def missing_requirements(
@@ -159,10 +160,6 @@ class VerificationDeployment:
         return await self.service.missing_requirements(
             call_id=call_id, certification=certification, min_insurance=min_insurance
         )
-
-    async def __del__(self) -> None:
-        await self.provider.aclose()
-        await self.context.close()
 
 
 def verification_app(settings: Settings) -> serve.Application:

@@ -10,16 +10,11 @@ from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel
 from ray import serve
 
-from deployments.api import include, new_api
+from deployments.api import service_api
 from deployments.deps import WRITE, Analytics, AppSettings
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ServiceReplica,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.analytics import AnalyticsService, AnalyticsSummary, CallCounted
 from services.settings import Settings
 from services.validation import FIRST_DAY, parse_date
@@ -76,35 +71,18 @@ def build_analytics_api(
     service: AnalyticsService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="analytics",
-        title="callmesh analytics",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-    include(app, router)
-    return app
+    return service_api("analytics", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name=DEPLOYMENT_NAME,
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment(DEPLOYMENT_NAME)
 @serve.ingress()
 class AnalyticsDeployment(ServiceReplica):
     service: AnalyticsService
+    api = staticmethod(build_analytics_api)
 
     def open_service(self, peer: RemoteDeployment | None) -> None:
         self.service = AnalyticsService(
             pool=self.context.backends.pool, settings=self.context.settings
-        )
-
-    def build_api(self) -> FastAPI:
-        return build_analytics_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:

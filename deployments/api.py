@@ -67,6 +67,28 @@ def new_api(
     return app
 
 
+def service_api(
+    name: str,
+    router: APIRouter,
+    settings: Settings,
+    /,
+    *,
+    metrics: Metrics | None = None,
+    **state: Any,
+) -> FastAPI:
+    """One service's app: :func:`new_api` titled after it, ``state`` on ``app.state`` (its
+    ``service`` first), and the routes of its module's ``router``."""
+    app = new_api(
+        service=name,
+        title=f"callmesh {name}",
+        settings=settings,
+        metrics=metrics,
+        state=state,
+    )
+    include(app, router)
+    return app
+
+
 def include(app: FastAPI, router: APIRouter) -> None:
     """Add a module's routes to ``app`` as routes of its own.
 

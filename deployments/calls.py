@@ -14,16 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from ray import serve
 
-from deployments.api import include, new_api
+from deployments.api import service_api
 from deployments.deps import PERSONAL, WRITE, AppMetrics, Calls, IdempotencyKey
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ServiceReplica,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.calls import (
     Call,
     CallDetail,
@@ -55,7 +50,10 @@ OnEnded = Annotated[CallEnded | None, Depends(_on_ended)]
 router = APIRouter()
 
 
-# POST /calls/ too (clients that add the slash, schemathesis among them, got a 404 before).
+# "" and not "/": the application lives at /calls, and POST /calls starts a call (include_router
+# refuses an empty path with no prefix; api.include copies it). POST /calls/ too (clients that
+# add the slash, schemathesis among them, got a 404 before).
+@router.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
 @router.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
 async def start_call(body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None) -> Call:
     """Record a call an agent picked up; repeating a call id returns that call."""
@@ -104,20 +102,9 @@ def build_calls_api(
     metrics: Metrics | None = None,
     on_ended: CallEnded | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="calls",
-        title="callmesh calls",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service, "on_ended": on_ended},
+    return service_api(
+        "calls", router, settings, metrics=metrics, service=service, on_ended=on_ended
     )
-    # "" and not "/": the application lives at /calls, and POST /calls starts a call. A
-    # router cannot hold the empty path, so this one route goes on the app itself.
-    app.add_api_route(
-        "", start_call, methods=["POST"], status_code=201, dependencies=[WRITE], tags=["calls"]
-    )
-    include(app, router)
-    return app
 
 
 def _record_call(metrics: Metrics, summary: CallSummary) -> None:
@@ -131,12 +118,7 @@ def _record_call(metrics: Metrics, summary: CallSummary) -> None:
         metrics.add_cost(component=component, usd=float(usd))
 
 
-@serve.deployment(
-    name="Calls",
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment("Calls")
 @serve.ingress()
 class CallsDeployment(ServiceReplica):
     service: CallsService

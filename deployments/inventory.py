@@ -14,16 +14,11 @@ from fastapi import APIRouter, Body, FastAPI, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import include, new_api
+from deployments.api import service_api
 from deployments.deps import WRITE, AppMetrics, IdempotencyKey, Inventory
 from deployments.handles import RemoteDeployment, RemoteRequirementsChecker
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ServiceReplica,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.errors import DomainError, HoldExpired, Unavailable, VerificationRequired
 from services.inventory import (
     HoldRequest,
@@ -176,26 +171,14 @@ def build_inventory_api(
     service: InventoryService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="inventory",
-        title="callmesh inventory",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-    include(app, router)
-    return app
+    return service_api("inventory", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name="Inventory",
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment("Inventory")
 @serve.ingress()
 class InventoryDeployment(ServiceReplica):
     service: InventoryService
+    api = staticmethod(build_inventory_api)
 
     def open_service(self, verification: RemoteDeployment | None) -> None:
         checker: RequirementsChecker | None = (
@@ -209,11 +192,6 @@ class InventoryDeployment(ServiceReplica):
             requirements=checker,
         )
         self.watch_reconcile()
-
-    def build_api(self) -> FastAPI:
-        return build_inventory_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
-        )
 
     # Called by the scheduling application (DeploymentHandle) to book, move and cancel a
     # test-drive car.

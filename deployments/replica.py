@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from ray import serve
 
 from deployments import logmask
 from deployments.gc_tuning import settle_heap
@@ -66,6 +67,17 @@ def autoscaling(*, max_replicas: int = 2) -> dict[str, int]:
 ACTOR_OPTIONS: dict[str, float] = {"num_cpus": NUM_CPUS}
 
 
+def service_deployment(name: str) -> Any:
+    """``@serve.deployment`` with the mesh's defaults, for a :class:`ServiceReplica` subclass
+    (under ``@serve.ingress()``); serve_config.yaml overrides them per deployment."""
+    return serve.deployment(
+        name=name,
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
+        autoscaling_config=autoscaling(),
+        ray_actor_options=ACTOR_OPTIONS,
+    )
+
+
 class ServiceReplica:
     """One replica of a service application: opens its stores, builds the service and its
     FastAPI app, runs its background work, and closes it all when Serve stops it.
@@ -73,11 +85,14 @@ class ServiceReplica:
     Not a deployment itself: each service subclasses it under ``@serve.deployment(name=...)``
     and ``@serve.ingress()`` (Serve needs a deployment name per application, and the ingress
     is built per replica by ``__serve_build_asgi_app__``: docs/architecture.md). A subclass
-    builds ``self.service`` in :meth:`open_service` and its app in :meth:`build_api`; the
+    names its app builder in ``api``, builds ``self.service`` in :meth:`open_service`; the
     methods it adds are what other applications call by DeploymentHandle.
     """
 
     context: ReplicaContext
+    service: Any
+    # The module's ``build_<service>_api(settings, *, service, metrics)``.
+    api: staticmethod[..., FastAPI]
 
     # Serve awaits the constructor; ``peer`` is the application this one calls, if any.
     async def __init__(self, settings: Settings, peer: RemoteDeployment | None = None) -> None:  # type: ignore[misc]
@@ -90,7 +105,7 @@ class ServiceReplica:
         raise NotImplementedError
 
     def build_api(self) -> FastAPI:
-        raise NotImplementedError
+        return self.api(self.context.settings, service=self.service, metrics=self.context.metrics)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self.context.limit_writes(self.build_api())

@@ -13,16 +13,11 @@ from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import include, new_api
+from deployments.api import service_api
 from deployments.deps import PERSONAL, WRITE, AppMetrics, IdempotencyKey, Scheduling
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ServiceReplica,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.errors import Unavailable
 from services.scheduling import (
     Appointment,
@@ -225,26 +220,14 @@ def build_scheduling_api(
     service: SchedulingService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="scheduling",
-        title="callmesh scheduling",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-    include(app, router)
-    return app
+    return service_api("scheduling", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name="Scheduling",
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment("Scheduling")
 @serve.ingress()
 class SchedulingDeployment(ServiceReplica):
     service: SchedulingService
+    api = staticmethod(build_scheduling_api)
 
     def open_service(self, inventory: RemoteDeployment | None) -> None:
         backends = self.context.backends
@@ -257,11 +240,6 @@ class SchedulingDeployment(ServiceReplica):
         self.watch_reconcile()
         if inventory is not None:
             self.in_background(self._settle_test_drives())
-
-    def build_api(self) -> FastAPI:
-        return build_scheduling_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
-        )
 
     async def _settle_test_drives(self) -> None:
         while True:

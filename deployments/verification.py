@@ -10,16 +10,11 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import include, new_api
+from deployments.api import service_api
 from deployments.deps import PERSONAL, WRITE, Verification
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ServiceReplica,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.settings import Settings
 from services.verification import (
     ContactDetails,
@@ -119,26 +114,14 @@ def build_verification_api(
     service: VerificationService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="verification",
-        title="callmesh verification",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-    include(app, router)
-    return app
+    return service_api("verification", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name=DEPLOYMENT_NAME,
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment(DEPLOYMENT_NAME)
 @serve.ingress()
 class VerificationDeployment(ServiceReplica):
     service: VerificationService
+    api = staticmethod(build_verification_api)
 
     def open_service(self, peer: RemoteDeployment | None) -> None:
         pool = self.context.backends.pool
@@ -146,11 +129,6 @@ class VerificationDeployment(ServiceReplica):
         self.on_close(self.provider.aclose)
         self.service = VerificationService(
             pool=pool, provider=self.provider, settings=self.context.settings
-        )
-
-    def build_api(self) -> FastAPI:
-        return build_verification_api(
-            self.context.settings, service=self.service, metrics=self.context.metrics
         )
 
     async def missing_requirements(

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from deployments.api import service_api
+from deployments.composition import analytics_service
 from deployments.deps import WRITE, Analytics, AppSettings
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
@@ -81,9 +82,7 @@ class AnalyticsDeployment(ServiceReplica):
     api = staticmethod(build_analytics_api)
 
     def open_service(self, peer: RemoteDeployment | None) -> None:
-        self.service = AnalyticsService(
-            pool=self.context.backends.pool, settings=self.context.settings
-        )
+        self.service = analytics_service(self.context.settings, self.context.backends.pool)
 
     async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:
         """Count an ended call once (the calls application sends its end_call answer)."""

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from ray import serve
 
 from deployments.api import service_api
+from deployments.composition import calls_service
 from deployments.deps import PERSONAL, WRITE, AppMetrics, Calls, IdempotencyKey
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
@@ -124,7 +125,7 @@ class CallsDeployment(ServiceReplica):
     service: CallsService
 
     def open_service(self, analytics: RemoteDeployment | None) -> None:
-        self.service = CallsService(pool=self.context.backends.pool, settings=self.context.settings)
+        self.service = calls_service(self.context.settings, self.context.backends.pool)
         self.analytics = analytics
         self.in_background(self._refresh_active_calls())
 

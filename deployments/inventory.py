@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.api import service_api
+from deployments.composition import inventory_service
 from deployments.deps import WRITE, AppMetrics, IdempotencyKey, Inventory
 from deployments.handles import RemoteDeployment, RemoteRequirementsChecker
 from deployments.metrics import Metrics
@@ -185,11 +186,8 @@ class InventoryDeployment(ServiceReplica):
             RemoteRequirementsChecker(verification) if verification is not None else None
         )
         backends = self.context.backends
-        self.service = InventoryService(
-            pool=backends.pool,
-            redis=backends.redis,
-            settings=self.context.settings,
-            requirements=checker,
+        self.service = inventory_service(
+            self.context.settings, backends.pool, backends.redis, requirements=checker
         )
         self.watch_reconcile()
 

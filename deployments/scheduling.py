@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.api import service_api
+from deployments.composition import scheduling_service
 from deployments.deps import PERSONAL, WRITE, AppMetrics, IdempotencyKey, Scheduling
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from deployments.metrics import Metrics
@@ -231,10 +232,10 @@ class SchedulingDeployment(ServiceReplica):
 
     def open_service(self, inventory: RemoteDeployment | None) -> None:
         backends = self.context.backends
-        self.service = SchedulingService(
-            pool=backends.pool,
-            redis=backends.redis,
-            settings=self.context.settings,
+        self.service = scheduling_service(
+            self.context.settings,
+            backends.pool,
+            backends.redis,
             vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
         self.watch_reconcile()

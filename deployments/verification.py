@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.api import service_api
+from deployments.composition import verification_service
 from deployments.deps import PERSONAL, WRITE, Verification
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
@@ -18,10 +19,8 @@ from deployments.replica import ServiceReplica, service_deployment
 from services.settings import Settings
 from services.verification import (
     ContactDetails,
-    VerificationProvider,
     VerificationResult,
     VerificationService,
-    build_provider,
 )
 
 APP_NAME = "verification"
@@ -124,12 +123,8 @@ class VerificationDeployment(ServiceReplica):
     api = staticmethod(build_verification_api)
 
     def open_service(self, peer: RemoteDeployment | None) -> None:
-        pool = self.context.backends.pool
-        self.provider: VerificationProvider = build_provider(self.context.settings, pool)
-        self.on_close(self.provider.aclose)
-        self.service = VerificationService(
-            pool=pool, provider=self.provider, settings=self.context.settings
-        )
+        self.service = verification_service(self.context.settings, self.context.backends.pool)
+        self.on_close(self.service.provider.aclose)
 
     async def missing_requirements(
         self, *, call_id: str | None, certification: str | None, min_insurance: Decimal | None

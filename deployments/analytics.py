@@ -6,19 +6,16 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel
 from ray import serve
 
-from deployments.api import WRITE, new_api
+from deployments.api import service_api
+from deployments.composition import analytics_service
+from deployments.deps import WRITE, Analytics, AppSettings
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ReplicaContext,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.analytics import AnalyticsService, AnalyticsSummary, CallCounted
 from services.settings import Settings
 from services.validation import FIRST_DAY, parse_date
@@ -33,12 +30,40 @@ class CaughtUp(BaseModel):
     counted: int
 
 
-async def _analytics(request: Request) -> AnalyticsService:
-    service: AnalyticsService = request.app.state.service
-    return service
+def window(settings: Settings, since: date | None, until: date | None) -> tuple[date, date]:
+    # Checked before the arithmetic below, which would overflow at year 1.
+    last = parse_date(until, field="until") if until else datetime.now(settings.tz).date()
+    if since is not None:
+        return since, last
+    return max(last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), FIRST_DAY), last
 
 
-Analytics = Annotated[AnalyticsService, Depends(_analytics)]
+router = APIRouter()
+
+
+@router.get("/summary", tags=["analytics"])
+async def summary(
+    analytics: Analytics,
+    settings: AppSettings,
+    since: Annotated[date | None, Query(description="First day (business zone).")] = None,
+    until: Annotated[date | None, Query(description="Last day, included.")] = None,
+    flow: Annotated[str | None, Query(max_length=32)] = None,
+) -> AnalyticsSummary:
+    """Calls, outcomes, conversion, cost per call and tool latency, per flow and per day."""
+    first, last = window(settings, since, until)
+    return await analytics.summary(first, last, flow=flow)
+
+
+@router.post("/catch-up", dependencies=[WRITE], tags=["analytics"])
+async def catch_up(
+    analytics: Analytics,
+    settings: AppSettings,
+    since: Annotated[date | None, Query()] = None,
+    until: Annotated[date | None, Query()] = None,
+) -> CaughtUp:
+    """Count ended calls of the window that were never fed in (a lost handle call)."""
+    first, last = window(settings, since, until)
+    return CaughtUp(counted=await analytics.catch_up(first, last))
 
 
 def build_analytics_api(
@@ -47,70 +72,21 @@ def build_analytics_api(
     service: AnalyticsService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="analytics",
-        title="callmesh analytics",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-
-    def window(since: date | None, until: date | None) -> tuple[date, date]:
-        # Checked before the arithmetic below, which would overflow at year 1.
-        last = parse_date(until, field="until") if until else datetime.now(settings.tz).date()
-        if since is not None:
-            return since, last
-        return max(last - timedelta(days=DEFAULT_WINDOW_DAYS - 1), FIRST_DAY), last
-
-    @app.get("/summary", tags=["analytics"])
-    async def summary(
-        analytics: Analytics,
-        since: Annotated[date | None, Query(description="First day (business zone).")] = None,
-        until: Annotated[date | None, Query(description="Last day, included.")] = None,
-        flow: Annotated[str | None, Query(max_length=32)] = None,
-    ) -> AnalyticsSummary:
-        """Calls, outcomes, conversion, cost per call and tool latency, per flow and per day."""
-        first, last = window(since, until)
-        return await analytics.summary(first, last, flow=flow)
-
-    @app.post("/catch-up", dependencies=[WRITE], tags=["analytics"])
-    async def catch_up(
-        analytics: Analytics,
-        since: Annotated[date | None, Query()] = None,
-        until: Annotated[date | None, Query()] = None,
-    ) -> CaughtUp:
-        """Count ended calls of the window that were never fed in (a lost handle call)."""
-        first, last = window(since, until)
-        return CaughtUp(counted=await analytics.catch_up(first, last))
-
-    return app
+    return service_api("analytics", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name=DEPLOYMENT_NAME,
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment(DEPLOYMENT_NAME)
 @serve.ingress()
-class AnalyticsDeployment:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.service = AnalyticsService(pool=self.context.backends.pool, settings=settings)
+class AnalyticsDeployment(ServiceReplica):
+    service: AnalyticsService
+    api = staticmethod(build_analytics_api)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_analytics_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
-        )
+    def open_service(self, peer: RemoteDeployment | None) -> None:
+        self.service = analytics_service(self.context.settings, self.context.backends.pool)
 
     async def record_call_ended(self, summary: dict[str, Any]) -> CallCounted:
         """Count an ended call once (the calls application sends its end_call answer)."""
         return await self.service.record_call_ended(summary)
-
-    async def __del__(self) -> None:
-        await self.context.close()
 
 
 def analytics_app(settings: Settings) -> serve.Application:

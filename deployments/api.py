@@ -1,20 +1,20 @@
 """One function that builds every application's FastAPI app with the shared edge, and the
-``Annotated`` aliases handlers share.
-
-Each application module reads its service from ``app.state`` through an ``async def``
-dependency: FastAPI runs a sync dependency in a thread pool, which cost about a third of the
-FastAPI layer's time per hold when measured.
-"""
+error statuses of the OpenAPI contract. The routes' dependency aliases are in
+:mod:`deployments.deps`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, Field
 
+# WRITE and IdempotencyKey re-exported: older callers import the aliases from here.
+from deployments.deps import PERSONAL as PERSONAL
+from deployments.deps import WRITE as WRITE
+from deployments.deps import IdempotencyKey as IdempotencyKey
 from deployments.edge import EdgeMiddleware, install_error_handlers, is_write, require_token
 from deployments.metrics import Metrics
 from services.settings import Settings
@@ -28,12 +28,6 @@ _NO_TELEMETRY: TelemetryConfig = {
     "operation_spans": False,
 }
 
-# Every mutating route lists WRITE in ``dependencies=``, every read that answers personal data
-# (phone, email, name, plate, licence or policy number) PERSONAL; unit tests check none is
-# missing. One dependency: the same bearer token opens both.
-WRITE = Depends(require_token)
-PERSONAL = Depends(require_token)
-
 
 def new_api(
     *,
@@ -45,7 +39,8 @@ def new_api(
     docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app with the error mapping, the bearer token, the body limit and the request
-    metric installed. ``state`` lands on ``app.state`` for the handlers' dependencies."""
+    metric installed. ``state`` lands on ``app.state`` for the handlers' dependencies, beside
+    the settings and the metrics (:mod:`deployments.deps`)."""
     app = FastAPI(
         title=title,
         version=VERSION,
@@ -56,6 +51,7 @@ def new_api(
     )
     app.state.api_token = settings.api_token
     app.state.settings = settings
+    app.state.metrics = metrics
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
     install_error_handlers(app)
@@ -71,17 +67,58 @@ def new_api(
     return app
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description=(
-            "Repeat a write with the same key to get the first answer back; 1 to 128 letters, "
-            'digits, dots, dashes, colons or underscores, bare or quoted ("abc").'
-        ),
-        max_length=130,  # 128 and a pair of quotes
-    ),
-]
+def service_api(
+    name: str,
+    router: APIRouter,
+    settings: Settings,
+    /,
+    *,
+    metrics: Metrics | None = None,
+    **state: Any,
+) -> FastAPI:
+    """One service's app: :func:`new_api` titled after it, ``state`` on ``app.state`` (its
+    ``service`` first), and the routes of its module's ``router``."""
+    app = new_api(
+        service=name,
+        title=f"callmesh {name}",
+        settings=settings,
+        metrics=metrics,
+        state=state,
+    )
+    include(app, router)
+    return app
+
+
+def include(app: FastAPI, router: APIRouter) -> None:
+    """Add a module's routes to ``app`` as routes of its own.
+
+    FastAPI 0.165's ``include_router`` keeps an included router behind one lazy route, so
+    ``app.routes`` would list no :class:`APIRoute` for :func:`document_statuses` (nor the
+    contract tests) to read. Each app gets its own copy of every route instead, as
+    ``include_router`` made before, so documenting one app's statuses touches no other's."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"only API routes are copied, not {route!r}")
+        app.router.add_api_route(
+            route.path,
+            route.endpoint,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            tags=route.tags,
+            dependencies=route.dependencies,
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=route.responses,
+            deprecated=route.deprecated,
+            methods=route.methods,
+            operation_id=route.operation_id,
+            include_in_schema=route.include_in_schema,
+            response_class=route.response_class,
+            name=route.name,
+            callbacks=route.callbacks,
+            openapi_extra=route.openapi_extra,
+        )
 
 
 # -- the contract: every status a route can answer, in OpenAPI ----------------------------------

@@ -7,23 +7,19 @@ records the call metrics from what the service answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from ray import serve
 
-from deployments.api import PERSONAL, WRITE, IdempotencyKey, new_api
+from deployments.api import service_api
+from deployments.composition import calls_service
+from deployments.deps import PERSONAL, WRITE, AppMetrics, Calls, IdempotencyKey
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ReplicaContext,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.calls import (
     Call,
     CallDetail,
@@ -41,16 +37,63 @@ log = logging.getLogger(__name__)
 ACTIVE_CALLS_REFRESH_SECONDS = 5.0
 
 
-async def _calls(request: Request) -> CallsService:
-    service: CallsService = request.app.state.service
-    return service
-
-
-Calls = Annotated[CallsService, Depends(_calls)]
-
-
 # Hands an ended call to analytics; failures are logged, never shown to the caller.
 CallEnded = Callable[[CallSummary], Awaitable[None]]
+
+
+async def _on_ended(request: Request) -> CallEnded | None:
+    on_ended: CallEnded | None = request.app.state.on_ended
+    return on_ended
+
+
+OnEnded = Annotated[CallEnded | None, Depends(_on_ended)]
+
+router = APIRouter()
+
+
+# "" and not "/": the application lives at /calls, and POST /calls starts a call (include_router
+# refuses an empty path with no prefix; api.include copies it). POST /calls/ too (clients that
+# add the slash, schemathesis among them, got a 404 before).
+@router.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
+@router.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
+async def start_call(body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None) -> Call:
+    """Record a call an agent picked up; repeating a call id returns that call."""
+    return await calls.start_call(body, idempotency_key=idempotency_key)
+
+
+@router.post("/{call_id}/events", status_code=201, dependencies=[WRITE], tags=["calls"])
+async def record_events(
+    call_id: str,
+    body: Event | list[Event],
+    calls: Calls,
+    idempotency_key: IdempotencyKey = None,
+) -> EventsRecorded:
+    """Record one event or a batch (tool latency, shared information, usage, markers)."""
+    return await calls.record_event(call_id, body, idempotency_key=idempotency_key)
+
+
+@router.post("/{call_id}/end", dependencies=[WRITE], tags=["calls"])
+async def end_call(
+    call_id: str,
+    body: EndCall,
+    calls: Calls,
+    metrics: AppMetrics,
+    on_ended: OnEnded,
+    idempotency_key: IdempotencyKey = None,
+) -> CallSummary:
+    """End the call; the answer is its summary and its priced cost."""
+    summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
+    if metrics is not None and not summary.replayed:
+        _record_call(metrics, summary)
+    if on_ended is not None:
+        await on_ended(summary)
+    return summary
+
+
+@router.get("/{call_id}", dependencies=[PERSONAL], tags=["calls"])
+async def get_call(call_id: str, calls: Calls) -> CallDetail:
+    """A call with its usage so far, its events, and its summary once ended."""
+    return await calls.get_call(call_id)
 
 
 def build_calls_api(
@@ -60,52 +103,9 @@ def build_calls_api(
     metrics: Metrics | None = None,
     on_ended: CallEnded | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="calls",
-        title="callmesh calls",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
+    return service_api(
+        "calls", router, settings, metrics=metrics, service=service, on_ended=on_ended
     )
-
-    # "" and not "/": the application lives at /calls, and POST /calls starts a call. POST
-    # /calls/ too (clients that add the slash, schemathesis among them, got a 404 before).
-    @app.post("", status_code=201, dependencies=[WRITE], tags=["calls"])
-    @app.post("/", status_code=201, dependencies=[WRITE], include_in_schema=False)
-    async def start_call(
-        body: StartCall, calls: Calls, idempotency_key: IdempotencyKey = None
-    ) -> Call:
-        """Record a call an agent picked up; repeating a call id returns that call."""
-        return await calls.start_call(body, idempotency_key=idempotency_key)
-
-    @app.post("/{call_id}/events", status_code=201, dependencies=[WRITE], tags=["calls"])
-    async def record_events(
-        call_id: str,
-        body: Event | list[Event],
-        calls: Calls,
-        idempotency_key: IdempotencyKey = None,
-    ) -> EventsRecorded:
-        """Record one event or a batch (tool latency, shared information, usage, markers)."""
-        return await calls.record_event(call_id, body, idempotency_key=idempotency_key)
-
-    @app.post("/{call_id}/end", dependencies=[WRITE], tags=["calls"])
-    async def end_call(
-        call_id: str, body: EndCall, calls: Calls, idempotency_key: IdempotencyKey = None
-    ) -> CallSummary:
-        """End the call; the answer is its summary and its priced cost."""
-        summary = await calls.end_call(call_id, body, idempotency_key=idempotency_key)
-        if metrics is not None and not summary.replayed:
-            _record_call(metrics, summary)
-        if on_ended is not None:
-            await on_ended(summary)
-        return summary
-
-    @app.get("/{call_id}", dependencies=[PERSONAL], tags=["calls"])
-    async def get_call(call_id: str, calls: Calls) -> CallDetail:
-        """A call with its usage so far, its events, and its summary once ended."""
-        return await calls.get_call(call_id)
-
-    return app
 
 
 def _record_call(metrics: Metrics, summary: CallSummary) -> None:
@@ -119,28 +119,22 @@ def _record_call(metrics: Metrics, summary: CallSummary) -> None:
         metrics.add_cost(component=component, usd=float(usd))
 
 
-@serve.deployment(
-    name="Calls",
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment("Calls")
 @serve.ingress()
-class CallsDeployment:
-    async def __init__(self, settings: Settings, analytics: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.service = CallsService(pool=self.context.backends.pool, settings=settings)
-        self.analytics = analytics
-        self._gauge = asyncio.create_task(self._refresh_active_calls())
+class CallsDeployment(ServiceReplica):
+    service: CallsService
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_calls_api(
-                self.context.settings,
-                service=self.service,
-                metrics=self.context.metrics,
-                on_ended=self._feed_analytics if self.analytics is not None else None,
-            )
+    def open_service(self, analytics: RemoteDeployment | None) -> None:
+        self.service = calls_service(self.context.settings, self.context.backends.pool)
+        self.analytics = analytics
+        self.in_background(self._refresh_active_calls())
+
+    def build_api(self) -> FastAPI:
+        return build_calls_api(
+            self.context.settings,
+            service=self.service,
+            metrics=self.context.metrics,
+            on_ended=self._feed_analytics if self.analytics is not None else None,
         )
 
     async def _feed_analytics(self, summary: CallSummary) -> None:
@@ -160,12 +154,6 @@ class CallsDeployment:
             except Exception:
                 log.warning("could not count active calls", exc_info=True)
             await asyncio.sleep(ACTIVE_CALLS_REFRESH_SECONDS)
-
-    async def __del__(self) -> None:
-        self._gauge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._gauge
-        await self.context.close()
 
 
 def calls_app(settings: Settings, analytics: RemoteDeployment | None = None) -> serve.Application:

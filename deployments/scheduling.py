@@ -5,25 +5,20 @@ the inventory application)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import PERSONAL, WRITE, IdempotencyKey, new_api
+from deployments.api import service_api
+from deployments.composition import scheduling_service
+from deployments.deps import PERSONAL, WRITE, AppMetrics, IdempotencyKey, Scheduling
 from deployments.handles import RemoteDeployment, RemoteVehicleHolds
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ReplicaContext,
-    autoscaling,
-)
-from services import reconcile
+from deployments.replica import ServiceReplica, service_deployment
 from services.errors import Unavailable
 from services.scheduling import (
     Appointment,
@@ -69,13 +64,155 @@ class CallbackRequest(_Body):
     call_id: str | None = Field(None, max_length=128)
 
 
-async def _scheduling(request: Request) -> SchedulingService:
-    service: SchedulingService = request.app.state.service
-    return service
-
-
-Scheduling = Annotated[SchedulingService, Depends(_scheduling)]
 PhoneQuery = Annotated[str, Query(max_length=64, description="As said or typed.")]
+
+
+def count(metrics: Metrics | None, result: str) -> None:
+    if metrics is not None:
+        metrics.count_reservation(kind="appointment", result=result)
+
+
+router = APIRouter()
+
+
+@router.get("/service-types", tags=["slots"])
+async def list_service_types(scheduling: Scheduling) -> list[ServiceType]:
+    return await scheduling.list_service_types()
+
+
+@router.get("/slots", tags=["slots"])
+async def list_slots(
+    scheduling: Scheduling,
+    date: Annotated[dt.date, Query(description="YYYY-MM-DD, in the business time zone.")],
+    service_type: Annotated[str, Query(max_length=64)],
+) -> SlotList:
+    """Free start times of a service type on a day, and the next day with one if none."""
+    return await scheduling.list_slots(date, service_type)
+
+
+@router.post("/appointments", status_code=201, dependencies=[WRITE], tags=["appointments"])
+async def book_appointment(
+    body: BookRequest,
+    scheduling: Scheduling,
+    metrics: AppMetrics,
+    idempotency_key: IdempotencyKey = None,
+) -> Appointment:
+    """Book the service at that start on the first free bay or clinician; 409 if taken."""
+    try:
+        appointment = await scheduling.book_appointment(body, idempotency_key=idempotency_key)
+    except Unavailable:
+        count(metrics, "unavailable")
+        raise
+    count(metrics, "confirmed")
+    return appointment
+
+
+@router.post("/test-drives", status_code=201, dependencies=[WRITE], tags=["appointments"])
+async def book_test_drive(
+    body: TestDriveRequest,
+    scheduling: Scheduling,
+    metrics: AppMetrics,
+    idempotency_key: IdempotencyKey = None,
+) -> TestDrive:
+    """Book the sales desk and a demo car together, or neither; 409 if either is taken."""
+    try:
+        drive = await scheduling.book_test_drive(body, idempotency_key=idempotency_key)
+    except Unavailable:
+        count(metrics, "unavailable")
+        raise
+    count(metrics, "confirmed")
+    return drive
+
+
+@router.get("/appointments/{appointment_id}", dependencies=[PERSONAL], tags=["appointments"])
+async def get_appointment(appointment_id: str, scheduling: Scheduling) -> Appointment:
+    return await scheduling.get_appointment(appointment_id)
+
+
+@router.post(
+    "/appointments/{appointment_id}/reschedule", dependencies=[WRITE], tags=["appointments"]
+)
+async def reschedule_appointment(
+    appointment_id: str,
+    body: Reschedule,
+    scheduling: Scheduling,
+    idempotency_key: IdempotencyKey = None,
+) -> Appointment:
+    """Move an appointment; a move that fails leaves it where it was. A test drive's demo
+    car moves with it, or neither moves (409 naming what is taken)."""
+    return await scheduling.reschedule_appointment(
+        appointment_id, body.start, idempotency_key=idempotency_key
+    )
+
+
+@router.post("/appointments/{appointment_id}/cancel", dependencies=[WRITE], tags=["appointments"])
+async def cancel_appointment(
+    appointment_id: str,
+    body: AppointmentCancellation,
+    scheduling: Scheduling,
+    metrics: AppMetrics,
+    idempotency_key: IdempotencyKey = None,
+) -> Appointment:
+    """Cancel (the row stays, marked cancelled) and offer the time again. A test drive's
+    demo car is cancelled first; 503 if it cannot be reached (the cancel then finishes on
+    its own)."""
+    appointment = await scheduling.cancel_appointment(
+        appointment_id, body.reason, idempotency_key=idempotency_key
+    )
+    count(metrics, "cancelled")
+    return appointment
+
+
+# Lookups by phone are POST bodies, so a phone number is never in a URL or an access log.
+@router.post("/customers/lookup", dependencies=[PERSONAL], tags=["customers"])
+async def lookup_customer(body: PhoneLookup, scheduling: Scheduling) -> Customer:
+    """The customer with that phone number, their vehicles and learned preferences."""
+    return await scheduling.get_customer(body.phone)
+
+
+@router.post("/appointments/lookup", dependencies=[PERSONAL], tags=["appointments"])
+async def lookup_customer_appointments(
+    body: PhoneLookup, scheduling: Scheduling
+) -> list[Appointment]:
+    """A customer's upcoming confirmed appointments, soonest first."""
+    return await scheduling.list_customer_appointments(body.phone)
+
+
+# The GET forms put the phone number in the URL; kept for old callers only.
+@router.get("/customers", dependencies=[PERSONAL], tags=["customers"], deprecated=True)
+async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
+    """Deprecated: use POST /scheduling/customers/lookup (the phone stays out of URLs)."""
+    return await scheduling.get_customer(phone)
+
+
+@router.get("/appointments", dependencies=[PERSONAL], tags=["appointments"], deprecated=True)
+async def list_customer_appointments(
+    phone: PhoneQuery, scheduling: Scheduling
+) -> list[Appointment]:
+    """Deprecated: use POST /scheduling/appointments/lookup (the phone stays out of URLs)."""
+    return await scheduling.list_customer_appointments(phone)
+
+
+@router.post("/callbacks", status_code=201, dependencies=[WRITE], tags=["callbacks"])
+async def schedule_callback(
+    body: CallbackRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
+) -> Callback:
+    """Promise a call back at the first business-hours time at or after the preferred one."""
+    return await scheduling.schedule_callback(
+        body.phone,
+        body.reason,
+        preferred_time=body.preferred_time,
+        call_id=body.call_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.get("/callbacks", dependencies=[PERSONAL], tags=["callbacks"])
+async def list_callbacks(
+    scheduling: Scheduling, date: Annotated[dt.date | None, Query()] = None
+) -> list[Callback]:
+    """Callbacks of one day, or with no date every pending one from today on."""
+    return await scheduling.list_callbacks(date)
 
 
 def build_scheduling_api(
@@ -84,171 +221,26 @@ def build_scheduling_api(
     service: SchedulingService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="scheduling",
-        title="callmesh scheduling",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-
-    def count(result: str) -> None:
-        if metrics is not None:
-            metrics.count_reservation(kind="appointment", result=result)
-
-    @app.get("/service-types", tags=["slots"])
-    async def list_service_types(scheduling: Scheduling) -> list[ServiceType]:
-        return await scheduling.list_service_types()
-
-    @app.get("/slots", tags=["slots"])
-    async def list_slots(
-        scheduling: Scheduling,
-        date: Annotated[dt.date, Query(description="YYYY-MM-DD, in the business time zone.")],
-        service_type: Annotated[str, Query(max_length=64)],
-    ) -> SlotList:
-        """Free start times of a service type on a day, and the next day with one if none."""
-        return await scheduling.list_slots(date, service_type)
-
-    @app.post("/appointments", status_code=201, dependencies=[WRITE], tags=["appointments"])
-    async def book_appointment(
-        body: BookRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
-    ) -> Appointment:
-        """Book the service at that start on the first free bay or clinician; 409 if taken."""
-        try:
-            appointment = await scheduling.book_appointment(body, idempotency_key=idempotency_key)
-        except Unavailable:
-            count("unavailable")
-            raise
-        count("confirmed")
-        return appointment
-
-    @app.post("/test-drives", status_code=201, dependencies=[WRITE], tags=["appointments"])
-    async def book_test_drive(
-        body: TestDriveRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
-    ) -> TestDrive:
-        """Book the sales desk and a demo car together, or neither; 409 if either is taken."""
-        try:
-            drive = await scheduling.book_test_drive(body, idempotency_key=idempotency_key)
-        except Unavailable:
-            count("unavailable")
-            raise
-        count("confirmed")
-        return drive
-
-    @app.get("/appointments/{appointment_id}", dependencies=[PERSONAL], tags=["appointments"])
-    async def get_appointment(appointment_id: str, scheduling: Scheduling) -> Appointment:
-        return await scheduling.get_appointment(appointment_id)
-
-    @app.post(
-        "/appointments/{appointment_id}/reschedule", dependencies=[WRITE], tags=["appointments"]
-    )
-    async def reschedule_appointment(
-        appointment_id: str,
-        body: Reschedule,
-        scheduling: Scheduling,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Appointment:
-        """Move an appointment; a move that fails leaves it where it was. A test drive's demo
-        car moves with it, or neither moves (409 naming what is taken)."""
-        return await scheduling.reschedule_appointment(
-            appointment_id, body.start, idempotency_key=idempotency_key
-        )
-
-    @app.post("/appointments/{appointment_id}/cancel", dependencies=[WRITE], tags=["appointments"])
-    async def cancel_appointment(
-        appointment_id: str,
-        body: AppointmentCancellation,
-        scheduling: Scheduling,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Appointment:
-        """Cancel (the row stays, marked cancelled) and offer the time again. A test drive's
-        demo car is cancelled first; 503 if it cannot be reached (the cancel then finishes on
-        its own)."""
-        appointment = await scheduling.cancel_appointment(
-            appointment_id, body.reason, idempotency_key=idempotency_key
-        )
-        count("cancelled")
-        return appointment
-
-    # Lookups by phone are POST bodies, so a phone number is never in a URL or an access log.
-    @app.post("/customers/lookup", dependencies=[PERSONAL], tags=["customers"])
-    async def lookup_customer(body: PhoneLookup, scheduling: Scheduling) -> Customer:
-        """The customer with that phone number, their vehicles and learned preferences."""
-        return await scheduling.get_customer(body.phone)
-
-    @app.post("/appointments/lookup", dependencies=[PERSONAL], tags=["appointments"])
-    async def lookup_customer_appointments(
-        body: PhoneLookup, scheduling: Scheduling
-    ) -> list[Appointment]:
-        """A customer's upcoming confirmed appointments, soonest first."""
-        return await scheduling.list_customer_appointments(body.phone)
-
-    # The GET forms put the phone number in the URL; kept for old callers only.
-    @app.get("/customers", dependencies=[PERSONAL], tags=["customers"], deprecated=True)
-    async def get_customer(phone: PhoneQuery, scheduling: Scheduling) -> Customer:
-        """Deprecated: use POST /scheduling/customers/lookup (the phone stays out of URLs)."""
-        return await scheduling.get_customer(phone)
-
-    @app.get("/appointments", dependencies=[PERSONAL], tags=["appointments"], deprecated=True)
-    async def list_customer_appointments(
-        phone: PhoneQuery, scheduling: Scheduling
-    ) -> list[Appointment]:
-        """Deprecated: use POST /scheduling/appointments/lookup (the phone stays out of URLs)."""
-        return await scheduling.list_customer_appointments(phone)
-
-    @app.post("/callbacks", status_code=201, dependencies=[WRITE], tags=["callbacks"])
-    async def schedule_callback(
-        body: CallbackRequest, scheduling: Scheduling, idempotency_key: IdempotencyKey = None
-    ) -> Callback:
-        """Promise a call back at the first business-hours time at or after the preferred one."""
-        return await scheduling.schedule_callback(
-            body.phone,
-            body.reason,
-            preferred_time=body.preferred_time,
-            call_id=body.call_id,
-            idempotency_key=idempotency_key,
-        )
-
-    @app.get("/callbacks", dependencies=[PERSONAL], tags=["callbacks"])
-    async def list_callbacks(
-        scheduling: Scheduling, date: Annotated[dt.date | None, Query()] = None
-    ) -> list[Callback]:
-        """Callbacks of one day, or with no date every pending one from today on."""
-        return await scheduling.list_callbacks(date)
-
-    return app
+    return service_api("scheduling", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name="Scheduling",
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment("Scheduling")
 @serve.ingress()
-class SchedulingDeployment:
-    async def __init__(self, settings: Settings, inventory: RemoteDeployment | None) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.service = SchedulingService(
-            pool=self.context.backends.pool,
-            redis=self.context.backends.redis,
-            settings=settings,
+class SchedulingDeployment(ServiceReplica):
+    service: SchedulingService
+    api = staticmethod(build_scheduling_api)
+
+    def open_service(self, inventory: RemoteDeployment | None) -> None:
+        backends = self.context.backends
+        self.service = scheduling_service(
+            self.context.settings,
+            backends.pool,
+            backends.redis,
             vehicles=RemoteVehicleHolds(inventory) if inventory is not None else None,
         )
-        # Rebuilds Redis's booked cells from PostgreSQL now and after any loss of Redis data.
-        self.reconcile = reconcile.watch(
-            pool=self.context.backends.pool, redis=self.context.backends.redis, settings=settings
-        )
-        self._sweeper: asyncio.Task[None] | None = None
+        self.watch_reconcile()
         if inventory is not None:
-            self._sweeper = asyncio.create_task(self._settle_test_drives())
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_scheduling_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
-        )
+            self.in_background(self._settle_test_drives())
 
     async def _settle_test_drives(self) -> None:
         while True:
@@ -260,14 +252,6 @@ class SchedulingDeployment:
                 continue
             if settled:
                 log.info("settled unfinished test drives", extra={"settled": settled})
-
-    async def __del__(self) -> None:
-        await self.reconcile.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await self.context.close()
 
 
 def scheduling_app(

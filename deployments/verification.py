@@ -5,28 +5,22 @@ DeploymentHandle."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.api import PERSONAL, WRITE, new_api
+from deployments.api import service_api
+from deployments.composition import verification_service
+from deployments.deps import PERSONAL, WRITE, Verification
 from deployments.handles import RemoteDeployment
 from deployments.metrics import Metrics
-from deployments.replica import (
-    ACTOR_OPTIONS,
-    MAX_ONGOING_REQUESTS,
-    ReplicaContext,
-    autoscaling,
-)
+from deployments.replica import ServiceReplica, service_deployment
 from services.settings import Settings
 from services.verification import (
     ContactDetails,
-    VerificationProvider,
     VerificationResult,
     VerificationService,
-    build_provider,
 )
 
 APP_NAME = "verification"
@@ -66,12 +60,51 @@ class ContactText(_Body):
     phone: str | None = Field(None, max_length=64)
 
 
-async def _verification(request: Request) -> VerificationService:
-    service: VerificationService = request.app.state.service
-    return service
+router = APIRouter()
 
 
-Verification = Annotated[VerificationService, Depends(_verification)]
+@router.post("/business-licence", dependencies=[WRITE], tags=["checks"])
+async def verify_business_licence(
+    body: LicenceCheck, verification: Verification
+) -> VerificationResult:
+    """Is the business licence on file (in that state), in good standing and current?"""
+    return await verification.verify_business_licence(body.call_id, body.licence_number, body.state)
+
+
+@router.post("/site-safety", dependencies=[WRITE], tags=["checks"])
+async def verify_site_safety(body: SiteCheck, verification: Verification) -> VerificationResult:
+    """Can the job site take a unit of that weight class?"""
+    return await verification.verify_site_safety(body.call_id, body.site_id, body.weight_class)
+
+
+@router.post("/operator-certification", dependencies=[WRITE], tags=["checks"])
+async def verify_operator_certification(
+    body: OperatorCheck, verification: Verification
+) -> VerificationResult:
+    """Does the operator hold the certification, current and full?"""
+    return await verification.verify_operator_certification(
+        body.call_id, body.operator_id, body.certification
+    )
+
+
+@router.post("/insurance", dependencies=[WRITE], tags=["checks"])
+async def verify_insurance(body: InsuranceCheck, verification: Verification) -> VerificationResult:
+    """Is the policy current, covering at least the required amount?"""
+    return await verification.verify_insurance(
+        body.call_id, body.policy_number, body.required_amount
+    )
+
+
+@router.get("/calls/{call_id}", dependencies=[PERSONAL], tags=["checks"])
+async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
+    """Every check recorded for the call, oldest first."""
+    return await verification.list_for_call(call_id)
+
+
+@router.post("/contact", dependencies=[WRITE], tags=["contact"])
+async def normalize_contact(body: ContactText, verification: Verification) -> ContactDetails:
+    """An email address and/or phone number as said or typed, in canonical form."""
+    return await verification.normalize_contact(email=body.email, phone=body.phone)
 
 
 def build_verification_api(
@@ -80,80 +113,18 @@ def build_verification_api(
     service: VerificationService | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    app = new_api(
-        service="verification",
-        title="callmesh verification",
-        settings=settings,
-        metrics=metrics,
-        state={"service": service},
-    )
-
-    @app.post("/business-licence", dependencies=[WRITE], tags=["checks"])
-    async def verify_business_licence(
-        body: LicenceCheck, verification: Verification
-    ) -> VerificationResult:
-        """Is the business licence on file (in that state), in good standing and current?"""
-        return await verification.verify_business_licence(
-            body.call_id, body.licence_number, body.state
-        )
-
-    @app.post("/site-safety", dependencies=[WRITE], tags=["checks"])
-    async def verify_site_safety(body: SiteCheck, verification: Verification) -> VerificationResult:
-        """Can the job site take a unit of that weight class?"""
-        return await verification.verify_site_safety(body.call_id, body.site_id, body.weight_class)
-
-    @app.post("/operator-certification", dependencies=[WRITE], tags=["checks"])
-    async def verify_operator_certification(
-        body: OperatorCheck, verification: Verification
-    ) -> VerificationResult:
-        """Does the operator hold the certification, current and full?"""
-        return await verification.verify_operator_certification(
-            body.call_id, body.operator_id, body.certification
-        )
-
-    @app.post("/insurance", dependencies=[WRITE], tags=["checks"])
-    async def verify_insurance(
-        body: InsuranceCheck, verification: Verification
-    ) -> VerificationResult:
-        """Is the policy current, covering at least the required amount?"""
-        return await verification.verify_insurance(
-            body.call_id, body.policy_number, body.required_amount
-        )
-
-    @app.get("/calls/{call_id}", dependencies=[PERSONAL], tags=["checks"])
-    async def list_for_call(call_id: str, verification: Verification) -> list[VerificationResult]:
-        """Every check recorded for the call, oldest first."""
-        return await verification.list_for_call(call_id)
-
-    @app.post("/contact", dependencies=[WRITE], tags=["contact"])
-    async def normalize_contact(body: ContactText, verification: Verification) -> ContactDetails:
-        """An email address and/or phone number as said or typed, in canonical form."""
-        return await verification.normalize_contact(email=body.email, phone=body.phone)
-
-    return app
+    return service_api("verification", router, settings, metrics=metrics, service=service)
 
 
-@serve.deployment(
-    name=DEPLOYMENT_NAME,
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    autoscaling_config=autoscaling(),
-    ray_actor_options=ACTOR_OPTIONS,
-)
+@service_deployment(DEPLOYMENT_NAME)
 @serve.ingress()
-class VerificationDeployment:
-    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.context = await ReplicaContext.open(settings)
-        self.provider: VerificationProvider = build_provider(settings, self.context.backends.pool)
-        self.service = VerificationService(
-            pool=self.context.backends.pool, provider=self.provider, settings=settings
-        )
+class VerificationDeployment(ServiceReplica):
+    service: VerificationService
+    api = staticmethod(build_verification_api)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.context.limit_writes(
-            build_verification_api(
-                self.context.settings, service=self.service, metrics=self.context.metrics
-            )
-        )
+    def open_service(self, peer: RemoteDeployment | None) -> None:
+        self.service = verification_service(self.context.settings, self.context.backends.pool)
+        self.on_close(self.service.provider.aclose)
 
     async def missing_requirements(
         self, *, call_id: str | None, certification: str | None, min_insurance: Decimal | None
@@ -162,10 +133,6 @@ class VerificationDeployment:
         return await self.service.missing_requirements(
             call_id=call_id, certification=certification, min_insurance=min_insurance
         )
-
-    async def __del__(self) -> None:
-        await self.provider.aclose()
-        await self.context.close()
 
 
 def verification_app(settings: Settings) -> serve.Application:

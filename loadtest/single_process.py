@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deployments.analytics import build_analytics_api
 from deployments.calls import build_calls_api
+from deployments.composition import build_services
 from deployments.gateway import build_gateway_api
 from deployments.gc_tuning import settle_heap
 from deployments.inventory import build_inventory_api
@@ -42,11 +43,8 @@ from deployments.scheduling import build_scheduling_api
 from deployments.store_setup import prepare_database, resolve_storage
 from deployments.verification import build_verification_api
 from services.analytics import AnalyticsService
-from services.calls import CallsService, CallSummary
-from services.inventory import InventoryService
-from services.scheduling import SchedulingService
+from services.calls import CallSummary
 from services.settings import Settings
-from services.verification import VerificationService, build_provider
 
 __all__ = ["PrometheusMetrics", "create_app"]  # and `app`, built on first access
 
@@ -193,19 +191,14 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         backends = await Backends.open(settings)
         backends_box.append(backends)
         pool, redis = backends.pool, backends.redis
-        provider = build_provider(settings, pool)
-        verification = VerificationService(pool=pool, provider=provider, settings=settings)
-        analytics = AnalyticsService(pool=pool, settings=settings)
-        analytics_box.append(analytics)
+        built = build_services(settings, pool, redis)
+        analytics_box.append(built.analytics)
         services: dict[str, Any] = {
-            "/verification": verification,
-            # In the mesh: RemoteRequirementsChecker over a handle to the verification app.
-            "/inventory": InventoryService(
-                pool=pool, redis=redis, settings=settings, requirements=verification
-            ),
-            "/scheduling": SchedulingService(pool=pool, redis=redis, settings=settings),
-            "/analytics": analytics,
-            "/calls": CallsService(pool=pool, settings=settings),
+            "/verification": built.verification,
+            "/inventory": built.inventory,
+            "/scheduling": built.scheduling,
+            "/analytics": built.analytics,
+            "/calls": built.calls,
         }
         for prefix, service in services.items():
             apps[prefix].state.service = service
@@ -213,7 +206,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         try:
             yield
         finally:
-            await provider.aclose()
+            await built.aclose()
             await backends.close()
 
     return _ByPrefix([(prefix, apps[prefix]) for prefix in _PREFIXES], gateway, lifespan)

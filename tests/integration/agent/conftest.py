@@ -29,14 +29,11 @@ from agent.mesh import MeshClient
 from agent.simulation import Rule, ScriptedLLM
 from agent.state import CallState
 from deployments.calls import build_calls_api
+from deployments.composition import build_services
 from deployments.inventory import build_inventory_api
 from deployments.scheduling import build_scheduling_api
 from deployments.verification import build_verification_api
-from services.calls import CallsService
-from services.inventory import InventoryService
-from services.scheduling import SchedulingService
 from services.settings import Settings
-from services.verification import VerificationService, build_provider
 
 API_TOKEN = f"agent-{secrets.token_hex(8)}"
 
@@ -77,23 +74,12 @@ async def mesh(fresh) -> AsyncIterator[Mesh]:
     # One in-process app stands for every replica of a service, and these tests run hundreds
     # of calls at once through it: the per-replica admission limit is off here.
     settings: Settings = fresh.settings(api_token=API_TOKEN, admission_max_in_flight=0)
-    provider = build_provider(settings, fresh.pool)
-    verification = VerificationService(pool=fresh.pool, provider=provider, settings=settings)
+    services = build_services(settings, fresh.pool, fresh.redis)
     apps = {
-        "/inventory": build_inventory_api(
-            settings,
-            service=InventoryService(
-                pool=fresh.pool, redis=fresh.redis, settings=settings, requirements=verification
-            ),
-        ),
-        "/scheduling": build_scheduling_api(
-            settings,
-            service=SchedulingService(pool=fresh.pool, redis=fresh.redis, settings=settings),
-        ),
-        "/verification": build_verification_api(settings, service=verification),
-        "/calls": build_calls_api(
-            settings, service=CallsService(pool=fresh.pool, settings=settings)
-        ),
+        "/inventory": build_inventory_api(settings, service=services.inventory),
+        "/scheduling": build_scheduling_api(settings, service=services.scheduling),
+        "/verification": build_verification_api(settings, service=services.verification),
+        "/calls": build_calls_api(settings, service=services.calls),
     }
     agent_settings = AgentSettings(
         mesh_url="http://mesh",
@@ -109,7 +95,7 @@ async def mesh(fresh) -> AsyncIterator[Mesh]:
         headers={"Authorization": f"Bearer {API_TOKEN}"},
     ) as http:
         yield Mesh(http, settings, agent_settings, fresh)
-    await provider.aclose()
+    await services.aclose()
 
 
 class Sim:

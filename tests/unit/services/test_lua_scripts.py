@@ -65,7 +65,8 @@ _LEADING = re.compile(
 
 
 def test_every_script_with_statuses_has_named_replies() -> None:
-    assert set(REPLIES) == {name.removesuffix(".lua") for name in SCRIPTS} - {"finalize"}
+    counts = {"finalize", "mark_booked"}  # these two return how many cells they wrote
+    assert set(REPLIES) == {name.removesuffix(".lua") for name in SCRIPTS} - counts
 
 
 @pytest.mark.parametrize("name", sorted(REPLIES))

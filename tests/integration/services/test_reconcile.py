@@ -110,7 +110,7 @@ async def test_many_concurrent_reconcilers_rebuild_once_with_the_same_result(fre
     await _refused_at_hold_time(fresh, svc)
 
 
-async def test_cancelled_and_ended_bookings_are_not_resurrected_and_live_holds_are_kept(fresh):
+async def test_ended_or_cancelled_stay_free_and_a_hold_over_booked_time_loses_it(fresh):
     store = _store(fresh)
     cancelled = await _appointment(store, 60)
     await store.cancel_booking(cancelled.booking_id, reason="test", cell_seconds=CELL)
